@@ -1,0 +1,10 @@
+"""Name -> class table of detection heads usable as the last row of a model YAML.
+
+Adding a head is one line here."""
+from models.heads.base import Head
+from models.heads.detect import Detect, DetectDcoupleHead
+
+HEADS: dict[str, type[Head]] = {
+    "Detect": Detect,
+    "DetectDcoupleHead": DetectDcoupleHead,
+}

@@ -1,0 +1,32 @@
+"""The head contract shared by every detection head (see DESIGN.md).
+
+A head is the last row of a model YAML. It owns everything specific to it:
+
+- ``forward(features)`` -> raw outputs, identical in training and eval;
+- ``decode(raw)`` -> one common layout ``(B, N, 4 + 1 + nc)``: ``cxcywh`` in input pixels, an
+  objectness/quality probability (1.0 for heads without one) and per-class probabilities;
+- ``initialize(stride)``: called once by the model after the stride probe (anchors, biases, grids);
+- ``export``: an instance flag; when set, ``decode`` rebuilds its grids inside the traced graph so an
+  exported model has no Python-side branching and works at any input size.
+
+``channel_args`` lists argument positions that are channel widths; ``parse_model`` scales them by the
+model's ``width_multiple`` the same way it scales block widths.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Head(nn.Module):
+    channel_args: tuple[int, ...] = ()
+
+    nc: int
+    nl: int
+    stride: Tensor
+    export: bool
+
+    def decode(self, raw: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def initialize(self, stride: Tensor) -> None:
+        raise NotImplementedError

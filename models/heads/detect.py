@@ -1,0 +1,157 @@
+"""Anchor-based heads: YOLOv5's coupled ``Detect`` and the YOLOX-style decoupled ``DetectDcoupleHead``.
+
+Both predict, per level and anchor, ``no = 5 + nc`` channels ``[tx, ty, tw, th, obj, cls...]`` laid
+out as ``(bs, na, ny, nx, no)``, and share anchors, grids, decode and loss; they differ only in the
+layers that produce those channels.
+
+Shape shorthand: bs batch, na anchors per level, nl levels, ny/nx feature height/width, no = 5 + nc.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from models.common import Conv
+from models.heads.base import Head
+from utils.boxes import decode_yolov5, make_grid
+
+
+def _anchor_tensor(anchors: list | tuple, n_inputs: int) -> Tensor:
+    """YAML anchors (per-level flat ``w,h`` lists) -> ``(nl, na, 2)`` pixels, validated."""
+    if not isinstance(anchors, (list, tuple)) or not anchors:
+        raise ValueError(f"anchors must be a non-empty list of per-level [w, h, ...] lists, got {anchors!r}")
+    if len(anchors) != n_inputs:
+        raise ValueError(f"{len(anchors)} anchor levels for {n_inputs} input feature maps: give one anchor "
+                         f"list per input")
+    sizes = {len(a) if isinstance(a, (list, tuple)) else -1 for a in anchors}
+    if len(sizes) != 1 or (n := sizes.pop()) < 2 or n % 2:
+        raise ValueError(f"each anchor level must hold the same even number of values (w, h pairs), "
+                         f"got {anchors!r}")
+    return torch.tensor(anchors, dtype=torch.float32).view(len(anchors), -1, 2)
+
+
+class Detect(Head):
+    """YOLOv5's coupled head: one 1x1 conv per level to ``na * (5 + nc)`` channels."""
+
+    def __init__(self, nc: int = 80, anchors: list | tuple = (), ch: list[int] | tuple[int, ...] = ()):
+        super().__init__()
+        anchors_px = _anchor_tensor(anchors, len(ch))
+        self.nc = nc
+        self.no = nc + 5
+        self.nl, self.na = anchors_px.shape[:2]
+        self.register_buffer("anchors", anchors_px)  # (nl, na, 2), grid units after initialize()
+        self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
+        self.export = False
+        self._grids: list[tuple[Tensor, Tensor] | None] = [None] * self.nl
+        self.m = self._build_levels(ch)
+
+    def _build_levels(self, ch: list[int] | tuple[int, ...]) -> nn.ModuleList:
+        return nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
+
+    def _predict_level(self, i: int, x: Tensor) -> Tensor:
+        bs, _, ny, nx = x.shape
+        return self.m[i](x).view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        """Raw logits per level, ``(bs, na, ny, nx, no)``."""
+        return [self._predict_level(i, x) for i, x in enumerate(features)]
+
+    def decode(self, raw: list[Tensor]) -> Tensor:
+        """Raw logits -> ``(bs, N, 5 + nc)``: cxcywh pixels, objectness and class probabilities."""
+        out = []
+        for i, p in enumerate(raw):
+            bs, _, ny, nx, _ = p.shape
+            grid, anchor = self._make_grid(nx, ny, i, p)
+            xy, wh = decode_yolov5(p[..., 0:2], p[..., 2:4], grid, anchor)
+            box = torch.cat((xy, wh), -1) * self.stride[i]
+            out.append(torch.cat((box, p[..., 4:].sigmoid()), -1).view(bs, -1, self.no))
+        return torch.cat(out, 1)
+
+    def _make_grid(self, nx: int, ny: int, i: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Cell offsets ``(1, 1, ny, nx, 2)`` and anchors ``(1, na, 1, 1, 2)`` in grid units, cached per
+        level and rebuilt when the feature size, device or dtype changes (always when exporting)."""
+        cached = self._grids[i]
+        if self.export or cached is None or cached[0].shape[2:4] != (ny, nx) or cached[0].device != like.device \
+                or cached[0].dtype != like.dtype:
+            grid = make_grid(nx, ny, like.device, like.dtype).view(1, 1, ny, nx, 2)
+            anchor = self.anchors[i].to(like.dtype).view(1, self.na, 1, 1, 2)
+            cached = (grid, anchor)
+            if not self.export:
+                self._grids[i] = cached
+        return cached
+
+    def initialize(self, stride: Tensor) -> None:
+        """Set strides, check anchor order, convert anchors to grid units and set bias priors."""
+        self.stride = stride.to(self.anchors)
+        area = self.anchors.prod(-1).mean(-1)  # mean anchor area per level, pixels
+        if (area[-1] - area[0]).sign() != (self.stride[-1] - self.stride[0]).sign():
+            self.anchors.copy_(self.anchors.flip(0))
+        self.anchors /= self.stride.view(-1, 1, 1)
+        self._grids = [None] * self.nl
+        self._initialize_biases()
+
+    @torch.no_grad()
+    def _initialize_biases(self) -> None:
+        """YOLOv5's priors: ~8 objects per 640 image per level, class prior 0.6 / nc."""
+        for conv, s in zip(self.m, self.stride.tolist()):
+            b = conv.bias.view(self.na, -1)
+            b[:, 4] += math.log(8 / (640 / s) ** 2)
+            b[:, 5:5 + self.nc] += math.log(0.6 / (self.nc - 0.99999))
+
+    def _apply(self, fn, recurse=True):
+        self._grids = [None] * self.nl  # cached grids follow the module to its new device/dtype
+        return super()._apply(fn, recurse)
+
+
+class DecoupledHead(nn.Module):
+    """One level of YOLOX's decoupled head with ``na`` anchors: 1x1 stem, then a cls branch and a reg
+    branch of two 3x3 convs each; obj is predicted from the reg branch."""
+
+    def __init__(self, c1: int, hidden: int, nc: int, na: int):
+        super().__init__()
+        self.nc, self.na = nc, na
+        self.stem = Conv(c1, hidden, 1, 1)
+        self.cls_convs = nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
+        self.reg_convs = nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
+        self.cls_preds = nn.Conv2d(hidden, nc * na, 1)
+        self.reg_preds = nn.Conv2d(hidden, 4 * na, 1)
+        self.obj_preds = nn.Conv2d(hidden, na, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """-> ``(bs, na, ny, nx, 5 + nc)`` with each anchor's channels ``[reg(4), obj(1), cls(nc)]``."""
+        bs, _, ny, nx = x.shape
+        x = self.stem(x)
+        c, r = self.cls_convs(x), self.reg_convs(x)
+        reg = self.reg_preds(r).view(bs, self.na, 4, ny, nx)
+        obj = self.obj_preds(r).view(bs, self.na, 1, ny, nx)
+        cls = self.cls_preds(c).view(bs, self.na, self.nc, ny, nx)
+        return torch.cat((reg, obj, cls), 2).permute(0, 1, 3, 4, 2).contiguous()
+
+
+class DetectDcoupleHead(Detect):
+    """Anchor-based decoupled head: ``Detect``'s anchors, grids, decode and loss with YOLOX's branches.
+
+    ``hidden`` is the stem width at width_multiple 1.0 (YOLOX: 256); parse_model scales it.
+    """
+
+    channel_args = (2,)
+
+    def __init__(self, nc: int = 80, anchors: list | tuple = (), hidden: int = 256,
+                 ch: list[int] | tuple[int, ...] = ()):
+        self.hidden = hidden
+        super().__init__(nc, anchors, ch)
+
+    def _build_levels(self, ch: list[int] | tuple[int, ...]) -> nn.ModuleList:
+        return nn.ModuleList(DecoupledHead(c, self.hidden, self.nc, self.na) for c in ch)
+
+    def _predict_level(self, i: int, x: Tensor) -> Tensor:
+        return self.m[i](x)
+
+    @torch.no_grad()
+    def _initialize_biases(self, prior: float = 0.01) -> None:
+        """cls and obj biases to -log((1 - p) / p) (YOLOX, p = 0.01); reg biases stay 0."""
+        for level in self.m:
+            for conv in (level.cls_preds, level.obj_preds):
+                conv.bias.fill_(-math.log((1 - prior) / prior))

@@ -1,0 +1,428 @@
+"""YAML -> detection model.
+
+``parse_model`` reads YOLOv5 v7.0's layer language: a dict with ``nc``, ``depth_multiple``,
+``width_multiple``, ``anchors`` and ``backbone`` + ``head`` lists of rows ``[from, number, module, args]``.
+Modules are looked up in one explicit table (``MODULES`` for blocks and whitelisted torch.nn layers,
+``models.heads.HEADS`` for heads); nothing in a YAML is ``eval``'d.
+
+Usage: python models/yolo.py --cfg yolov5s-decoupled.yaml [--nc 3] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import inspect
+import logging
+import math
+import re
+import sys
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import yaml
+from torch import nn
+
+from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus
+from models.heads import HEADS
+from models.heads.base import Head
+from utils.torch_utils import LOGGER, count_params, model_info, profile_module
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+# How a row's output channels follow from its inputs and arguments.
+IN_OUT = "in_out"        # args = [c2, ...] -> cls(c1, c2 * width_multiple, ...)
+CONCAT = "concat"        # c2 = sum of the input channels
+BATCHNORM = "batchnorm"  # args = [] -> cls(c1)
+EXPLICIT = "explicit"    # args = [c1, c2, ...] as given (torch's own conv); c1 must match the input
+SAME = "same"            # c2 = c1 (resampling, pooling, identity)
+
+
+@dataclass(frozen=True)
+class Block:
+    cls: type[nn.Module]
+    channels: str
+    repeats_inside: bool = False  # the row's `number` becomes the block's own repeat argument
+
+
+MODULES: dict[str, Block] = {
+    "Conv": Block(Conv, IN_OUT),
+    "DWConv": Block(DWConv, IN_OUT),
+    "Focus": Block(Focus, IN_OUT),
+    "Bottleneck": Block(Bottleneck, IN_OUT),
+    "C3": Block(C3, IN_OUT, repeats_inside=True),
+    "SPP": Block(SPP, IN_OUT),
+    "SPPF": Block(SPPF, IN_OUT),
+    "Concat": Block(Concat, CONCAT),
+    "nn.Upsample": Block(nn.Upsample, SAME),
+    "nn.MaxPool2d": Block(nn.MaxPool2d, SAME),
+    "nn.Identity": Block(nn.Identity, SAME),
+    "nn.ZeroPad2d": Block(nn.ZeroPad2d, SAME),
+    "nn.BatchNorm2d": Block(nn.BatchNorm2d, BATCHNORM),
+    "nn.Conv2d": Block(nn.Conv2d, EXPLICIT),
+}
+ACTIVATIONS = {name: getattr(nn, name) for name in
+               ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")}
+TOP_LEVEL_KEYS = {"nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head", "activation", "ch",
+                  "inplace", "channel_multiple"}
+
+
+def make_divisible(x: float, divisor: int = 8) -> int:
+    return int(math.ceil(x / divisor) * divisor)
+
+
+def find_cfg(name: str | Path) -> Path:
+    """A model YAML by path, or by bare name (``yolov5s-decoupled.yaml`` or ``yolov5s-decoupled``) in models/."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    fname = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
+    found = sorted(MODELS_DIR.rglob(fname))
+    if found:
+        return found[0]
+    available = sorted(x.name for x in MODELS_DIR.rglob("*.yaml"))
+    near = difflib.get_close_matches(fname, available, n=3)
+    hint = f" Did you mean {', '.join(near)}?" if near else f" Available: {', '.join(available)}"
+    raise FileNotFoundError(f"model config '{name}' not found as a file or in {MODELS_DIR}.{hint}")
+
+
+def load_cfg(cfg: str | Path | dict) -> tuple[dict, str]:
+    """(YAML dict, its name for messages)."""
+    if isinstance(cfg, dict):
+        return deepcopy(cfg), "<dict>"
+    path = find_cfg(cfg)
+    with open(path, encoding="utf-8") as f:
+        d = yaml.safe_load(f)
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a model YAML must be a mapping with nc, backbone and head, got {type(d).__name__}")
+    return d, str(path)
+
+
+class _Ctx:
+    """What parse_model knows while it walks the rows."""
+
+    def __init__(self, cfg: dict, source: str, ch: int):
+        self.source = source
+        self.nc = cfg["nc"]
+        self.gd = float(cfg.get("depth_multiple", 1.0))
+        self.gw = float(cfg.get("width_multiple", 1.0))
+        self.divisor = int(cfg.get("channel_multiple", 8))
+        self.anchors = cfg.get("anchors")
+        self.names = {"nc": self.nc, "anchors": self.anchors, "None": None}
+        na = (len(self.anchors[0]) // 2 if isinstance(self.anchors, list) and self.anchors
+              and isinstance(self.anchors[0], list) else self.anchors if isinstance(self.anchors, int) else 0)
+        self.no = na * (self.nc + 5)
+        self.ch = [ch]  # output channels of each row so far (starts with the input)
+
+    def error(self, i: int, module: object, msg: str) -> ValueError:
+        return ValueError(f"{self.source}: row {i} ({module}): {msg}")
+
+
+def _check_top_level(cfg: dict, source: str) -> None:
+    unknown = set(cfg) - TOP_LEVEL_KEYS
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, TOP_LEVEL_KEYS, n=1) for k in sorted(unknown)}
+        raise ValueError(f"{source}: unknown top-level key(s) "
+                         + ", ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items()))
+    for key in ("nc", "backbone", "head"):
+        if key not in cfg:
+            raise ValueError(f"{source}: missing required key '{key}'")
+    nc = cfg["nc"]
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        raise ValueError(f"{source}: 'nc' must be a positive integer, got {nc!r}")
+    for key in ("backbone", "head"):
+        if not isinstance(cfg[key], list):
+            raise ValueError(f"{source}: '{key}' must be a list of [from, number, module, args] rows")
+    for key in ("depth_multiple", "width_multiple"):
+        v = cfg.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ValueError(f"{source}: '{key}' must be a positive number, got {v!r}")
+
+
+def _parse_activation(spec: str | None, source: str) -> nn.Module:
+    """``nn.LeakyReLU(0.1)``-style strings from a whitelist, parsed without eval."""
+    if spec is None:
+        return nn.SiLU(inplace=True)
+    m = re.fullmatch(r"\s*(?:nn\.)?(\w+)\((.*)\)\s*", str(spec))
+    if not m or m.group(1) not in ACTIVATIONS:
+        raise ValueError(f"{source}: activation {spec!r} not understood; use one of "
+                         + ", ".join(f"nn.{k}()" for k in ACTIVATIONS))
+    try:
+        args = ast.literal_eval(f"({m.group(2)},)") if m.group(2).strip() else ()
+        return ACTIVATIONS[m.group(1)](*args)
+    except (ValueError, SyntaxError, TypeError) as e:
+        raise ValueError(f"{source}: activation {spec!r}: {e}") from None
+
+
+def _check_from(ctx: _Ctx, i: int, name: str, f) -> list[int]:
+    """Validate a row's ``from`` and return it as a list."""
+    fs = f if isinstance(f, list) else [f]
+    if not fs or not all(isinstance(j, int) and not isinstance(j, bool) for j in fs):
+        raise ctx.error(i, name, f"'from' must be an int or a list of ints, got {f!r}")
+    for j in fs:
+        k = j if j >= 0 else i + j
+        if j == -1:
+            continue
+        if k < 0:
+            raise ctx.error(i, name, f"'from' index {j} is out of range (it reaches before row 0)")
+        if k >= i:
+            raise ctx.error(i, name, f"'from' index {j} points forward (to row {k}); rows may only read earlier "
+                                     f"rows")
+    return fs
+
+
+def _lookup(ctx: _Ctx, i: int, name) -> tuple[type[nn.Module], str]:
+    if isinstance(name, str) and name in MODULES:
+        return MODULES[name].cls, MODULES[name].channels
+    if isinstance(name, str) and name in HEADS:
+        return HEADS[name], "head"
+    near = difflib.get_close_matches(str(name), [*MODULES, *HEADS], n=3)
+    hint = f"; did you mean {', '.join(near)}?" if near else f"; known modules: {', '.join([*MODULES, *HEADS])}"
+    raise ctx.error(i, name, f"unknown module '{name}'{hint}")
+
+
+def _row_args(ctx: _Ctx, i: int, name: str, rule: str, cls, fs: list[int], n: int, args: list) -> tuple[list, int, int]:
+    """Resolve names in ``args`` and apply the channel rule -> (constructor args, repeats, output channels)."""
+    args = [ctx.names.get(a, a) if isinstance(a, str) else a for a in args]
+    c_in = [ctx.ch[j] for j in fs]
+    if rule in (IN_OUT, BATCHNORM, EXPLICIT, SAME) and len(fs) != 1:
+        raise ctx.error(i, name, f"takes one input, got 'from' {fs}")
+    c1 = c_in[0]
+    if rule == IN_OUT:
+        if not args or isinstance(args[0], bool) or not isinstance(args[0], int):
+            raise ctx.error(i, name, f"first argument must be the output channels (int), got {args!r}")
+        c2 = args[0] if args[0] == ctx.no else make_divisible(args[0] * ctx.gw, ctx.divisor)
+        args = [c1, c2, *args[1:]]
+        if MODULES[name].repeats_inside:
+            args.insert(2, n)
+            n = 1
+        return args, n, c2
+    if rule == CONCAT:
+        return args, n, sum(c_in)
+    if rule == BATCHNORM:
+        return [c1], n, c1
+    if rule == EXPLICIT:
+        if len(args) < 2 or args[0] != c1:
+            raise ctx.error(i, name, f"channel mismatch: expects {args[0] if args else '?'} input channels but "
+                                     f"row {fs[0] if fs[0] >= 0 else i + fs[0]} gives {c1}")
+        return args, n, args[1]
+    if rule == SAME:
+        return args, n, c1
+    return _head_args(ctx, i, name, cls, c_in, args), n, 0
+
+
+def _head_args(ctx: _Ctx, i: int, name: str, cls: type[Head], c_in: list[int], args: list) -> list:
+    params = list(inspect.signature(cls).parameters.values())
+    for k in cls.channel_args:
+        if k >= len(args):
+            args += [p.default for p in params[len(args):k + 1]]
+        args[k] = make_divisible(args[k] * ctx.gw, ctx.divisor)
+    if len(args) > 1 and isinstance(args[1], int) and not isinstance(args[1], bool):  # anchors: n per level
+        args[1] = [list(range(args[1] * 2))] * len(c_in)
+    if len(args) > 1 and args[1] is None:
+        raise ctx.error(i, name, "the head needs 'anchors' but the YAML has no top-level 'anchors' key")
+    return [*args, c_in]
+
+
+def _build_row(ctx: _Ctx, i: int, row, last: bool) -> tuple[nn.Module, int, list]:
+    """-> (module, repeats after the depth gain, constructor arguments)."""
+    if not isinstance(row, list) or len(row) != 4:
+        raise ctx.error(i, row, f"a row must be [from, number, module, args], got {row!r}")
+    f, n, name, args = row
+    cls, rule = _lookup(ctx, i, name)
+    fs = _check_from(ctx, i, name, f)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ctx.error(i, name, f"'number' must be a positive integer, got {n!r}")
+    if not isinstance(args, list):
+        raise ctx.error(i, name, f"'args' must be a list, got {args!r}")
+    if (rule == "head") != last:
+        raise ctx.error(i, name, "a head must be the last row" if rule == "head" else
+                        f"the last row must be a head ({', '.join(HEADS)})")
+    n = n_ = max(round(n * ctx.gd), 1) if n > 1 else n
+    args, n, c2 = _row_args(ctx, i, name, rule, cls, fs, n, list(args))
+    try:
+        inspect.signature(cls).bind(*args)
+    except TypeError as e:
+        raise ctx.error(i, name, f"wrong arguments {args}: {e}; signature {name}{inspect.signature(cls)}") from None
+    try:
+        m = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ctx.error(i, name, f"cannot build with arguments {args}: {e}") from None
+    m.i, m.f, m.type = i, (fs if rule == "head" or isinstance(f, list) else f), name
+    m.np = sum(p.numel() for p in m.parameters())
+    ctx.ch.append(c2)
+    return m, n_, args
+
+
+def parse_model(cfg: dict, ch: int = 3, source: str = "<dict>", verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
+    """Build the layers of a YOLOv5-schema model dict -> (layers, indices of rows whose outputs are reused)."""
+    _check_top_level(cfg, source)
+    ctx = _Ctx(cfg, source, ch)
+    rows = cfg["backbone"] + cfg["head"]
+    if not rows:
+        raise ValueError(f"{source}: no rows in backbone + head")
+    if verbose:
+        LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
+    layers, save = [], []
+    for i, row in enumerate(rows):
+        m, n, args = _build_row(ctx, i, row, last=i == len(rows) - 1)
+        if i == 0:
+            ctx.ch = ctx.ch[1:]  # row indices refer to outputs from here on
+        fs = m.f if isinstance(m.f, list) else [m.f]
+        save.extend(j % i for j in fs if j != -1)
+        layers.append(m)
+        if verbose:
+            LOGGER.info(f"{i:>3}{str(m.f):>18}{n:>3}{m.np:10.0f}  {m.type:<40}{str(args):<30}")
+    act = _parse_activation(cfg.get("activation"), source)
+    for m in nn.Sequential(*layers).modules():  # one activation instance per model, never per process
+        if isinstance(m, Conv) and isinstance(m.act, nn.SiLU):
+            m.act = act
+    return nn.Sequential(*layers), sorted(set(save))
+
+
+def initialize_weights(model: nn.Module) -> None:
+    """YOLOv5's BatchNorm settings and in-place activations."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps, m.momentum = 1e-3, 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True
+
+
+class DetectionModel(nn.Module):
+    """A YAML-built detector: backbone and neck rows, then one head row.
+
+    ``forward`` returns the head's raw outputs in training; in eval ``(decoded, raw)``, where ``decoded`` is
+    the common ``(B, N, 5 + nc)`` layout; with ``export`` set, only ``decoded``.
+    """
+
+    def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None,
+                 anchors: int | list | None = None, verbose: bool = False):
+        super().__init__()
+        self.yaml, self.yaml_file = load_cfg(cfg)
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc is not None and nc != self.yaml.get("nc"):
+            if verbose:
+                LOGGER.info(f"Overriding {self.yaml_file} nc={self.yaml.get('nc')} with nc={nc}")
+            self.yaml["nc"] = nc
+        if anchors is not None:
+            self.yaml["anchors"] = anchors
+        self.model, self.save = parse_model(deepcopy(self.yaml), ch, self.yaml_file, verbose)
+        self.names = {i: str(i) for i in range(self.yaml["nc"])}
+        self.export = False
+        self.head.initialize(self._probe_strides(ch))
+        initialize_weights(self)
+        if verbose:
+            self.info()
+
+    @property
+    def head(self) -> Head:
+        return self.model[-1]
+
+    @property
+    def stride(self) -> torch.Tensor:
+        return self.head.stride
+
+    def forward(self, x: torch.Tensor):
+        raw = self.head(self._features(x))
+        if self.training:
+            return raw
+        y = self.head.decode(raw)
+        return y if self.export else (y, raw)
+
+    def _features(self, x: torch.Tensor, checked: bool = False):
+        """Run every row but the head; return the head's inputs. ``checked`` turns a failing row into a
+        ValueError that names it (used by the stride probe)."""
+        y = []
+        for m in self.model[:-1]:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = self._run_checked(m, x) if checked else m(x)
+            y.append(x if m.i in self.save else None)
+        return [x if j == -1 else y[j] for j in self.head.f]
+
+    def _run_checked(self, m: nn.Module, x):
+        try:
+            return m(x)
+        except RuntimeError as e:
+            shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
+            reason = str(e).strip().splitlines()[0]
+            raise ValueError(f"{self.yaml_file}: row {m.i} ({m.type}): forward fails on input shape(s) {shapes}: "
+                             f"{reason}") from None
+
+    def _probe_strides(self, ch: int, s: int = 256) -> torch.Tensor:
+        training = self.training
+        self.eval()
+        with torch.no_grad():
+            feats = self._features(torch.zeros(1, ch, s, s), checked=True)
+        self.train(training)
+        strides = [s / f.shape[-2] for f in feats]
+        if any(st < 1 or st != int(st) for st in strides):
+            raise ValueError(f"{self.yaml_file}: head inputs have non-integer strides {strides}")
+        return torch.tensor(strides)
+
+    def set_export(self, export: bool = True) -> DetectionModel:
+        """Export mode: eval forward returns only the decoded tensor, grids built inside the graph."""
+        self.export = self.head.export = export
+        return self
+
+    def fuse(self, verbose: bool = False) -> DetectionModel:
+        """Fold BatchNorm into the preceding convolutions (for inference)."""
+        for m in self.modules():
+            if isinstance(m, Conv):
+                m.fuse()
+        if verbose:
+            self.info()
+        return self
+
+    def info(self, imgsz: int = 640) -> dict:
+        name = Path(self.yaml_file).stem.replace("yolov5", "YOLOv5") if self.yaml_file != "<dict>" else "Model"
+        return model_info(self, name, imgsz, ch=self.yaml["ch"], stride=max(int(self.stride.max()), 32))
+
+
+Model = DetectionModel  # YOLOv5's name
+
+
+def profile_layers(model: DetectionModel, x: torch.Tensor, n: int = 10) -> None:
+    """Log forward time, GFLOPs and parameters of every row."""
+    LOGGER.info(f"{'time (ms)':>10s} {'GFLOPs':>10s} {'params':>10s}  module")
+    y, total = [], 0.0
+    for m in model.model:
+        if m.f != -1:
+            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+        dt, flops = profile_module(m, x, n)
+        total += dt
+        fs = f"{flops:10.2f}" if flops is not None else f"{'-':>10s}"
+        LOGGER.info(f"{dt:10.2f} {fs} {m.np:10.0f}  {m.type}")
+        x = m(x)
+        y.append(x if m.i in model.save else None)
+    LOGGER.info(f"{total:10.2f} {'-':>10s} {count_params(model)[0]:10.0f}  Total")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build a model from its YAML and print its layers.")
+    parser.add_argument("--cfg", default="yolov5s.yaml", help="model YAML: a path or a bare name in models/")
+    parser.add_argument("--nc", type=int, default=None, help="override the number of classes")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--imgsz", type=int, default=640, help="input size for --profile")
+    parser.add_argument("--profile", action="store_true", help="time the forward pass of every layer")
+    opt = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model = DetectionModel(opt.cfg, nc=opt.nc, verbose=True)
+    except (ValueError, FileNotFoundError) as e:
+        LOGGER.error(f"error: {e}")
+        return 2
+    if opt.profile:
+        model.eval()
+        profile_layers(model, torch.rand(opt.batch_size, model.yaml["ch"], opt.imgsz, opt.imgsz))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -222,10 +222,12 @@ def _head_args(ctx: _Ctx, i: int, name: str, cls: type[Head], c_in: list[int], a
         if k >= len(args):
             args += [p.default for p in params[len(args):k + 1]]
         args[k] = make_divisible(args[k] * ctx.gw, ctx.divisor)
-    if len(args) > 1 and isinstance(args[1], int) and not isinstance(args[1], bool):  # anchors: n per level
-        args[1] = [list(range(args[1] * 2))] * len(c_in)
-    if len(args) > 1 and args[1] is None:
-        raise ctx.error(i, name, "the head needs 'anchors' but the YAML has no top-level 'anchors' key")
+    a = next((k for k, p in enumerate(params) if p.name == "anchors"), None)
+    if a is not None and a < len(args):
+        if isinstance(args[a], int) and not isinstance(args[a], bool):  # n anchors per level, fitted later
+            args[a] = [list(range(args[a] * 2))] * len(c_in)
+        elif args[a] is None:
+            raise ctx.error(i, name, "the head needs 'anchors' but the YAML has no top-level 'anchors' key")
     return [*args, c_in]
 
 
@@ -320,6 +322,22 @@ class DetectionModel(nn.Module):
         if verbose:
             self.info()
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, use_ema: bool = True) -> DetectionModel:
+        """Rebuild from a checkpoint dict (``yaml`` + state_dict; the EMA weights when present)."""
+        sd = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt.get("model")
+        if sd is None or not ckpt.get("yaml"):
+            raise ValueError("checkpoint holds no model weights or no model YAML")
+        model = cls(ckpt["yaml"])
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint weights do not fit its own YAML: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        names = ckpt.get("names")
+        if names:
+            model.names = dict(names) if isinstance(names, dict) else dict(enumerate(names))
+        return model
+
     @property
     def head(self) -> Head:
         return self.model[-1]
@@ -365,6 +383,10 @@ class DetectionModel(nn.Module):
         if any(st < 1 or st != int(st) for st in strides):
             raise ValueError(f"{self.yaml_file}: head inputs have non-integer strides {strides}")
         return torch.tensor(strides)
+
+    def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0):
+        """The head's loss: ``criterion(raw, targets) -> (total, items)`` with ``criterion.loss_names``."""
+        return self.head.criterion(hyp, imgsz, label_smoothing)
 
     def set_export(self, export: bool = True) -> DetectionModel:
         """Export mode: eval forward returns only the decoded tensor, grids built inside the graph."""

@@ -34,3 +34,182 @@ def decode_yolov5(t_xy: Tensor, t_wh: Tensor, cell_xy: Tensor | float, anchor_wh
     xy = t_xy.sigmoid() * 2.0 - 0.5 + cell_xy
     wh = (t_wh.sigmoid() * 2.0) ** 2 * anchor_wh
     return xy, wh
+
+
+# ---------------------------------------------------------------------------------------------
+# Box formats. Every function takes a torch tensor or a numpy array (..., 4) and returns the same kind.
+# ---------------------------------------------------------------------------------------------
+Boxes = Union[Tensor, np.ndarray]
+
+
+def _clone(x: Boxes) -> Boxes:
+    return x.clone() if isinstance(x, Tensor) else np.copy(x)
+
+
+def xywh2xyxy(x: Boxes) -> Boxes:
+    """``cxcywh`` -> ``xyxy`` (..., 4)."""
+    if isinstance(x, Tensor):
+        return box_convert(x, "cxcywh", "xyxy")
+    y = np.copy(x)
+    y[..., 0] = x[..., 0] - x[..., 2] / 2
+    y[..., 1] = x[..., 1] - x[..., 3] / 2
+    y[..., 2] = x[..., 0] + x[..., 2] / 2
+    y[..., 3] = x[..., 1] + x[..., 3] / 2
+    return y
+
+
+def xyxy2xywh(x: Boxes) -> Boxes:
+    """``xyxy`` -> ``cxcywh`` (..., 4)."""
+    if isinstance(x, Tensor):
+        return box_convert(x, "xyxy", "cxcywh")
+    y = np.copy(x)
+    y[..., 0] = (x[..., 0] + x[..., 2]) / 2
+    y[..., 1] = (x[..., 1] + x[..., 3]) / 2
+    y[..., 2] = x[..., 2] - x[..., 0]
+    y[..., 3] = x[..., 3] - x[..., 1]
+    return y
+
+
+def xywhn2xyxy(x: Boxes, w: float = 640, h: float = 640, padw: float = 0, padh: float = 0) -> Boxes:
+    """Normalised ``cxcywh`` -> ``xyxy`` pixels in an image ``w`` x ``h`` placed at offset (padw, padh)."""
+    y = xywh2xyxy(x)
+    y[..., [0, 2]] = y[..., [0, 2]] * w + padw
+    y[..., [1, 3]] = y[..., [1, 3]] * h + padh
+    return y
+
+
+def xyxy2xywhn(x: Boxes, w: float = 640, h: float = 640, clip: bool = False) -> Boxes:
+    """``xyxy`` pixels -> normalised ``cxcywh``; ``clip`` first clips the boxes to the image."""
+    if clip:
+        x = clip_boxes(_clone(x), (h, w))
+    y = xyxy2xywh(x)
+    y[..., [0, 2]] = y[..., [0, 2]] / w
+    y[..., [1, 3]] = y[..., [1, 3]] / h
+    return y
+
+
+def clip_boxes(boxes: Boxes, shape: tuple[int, ...]) -> Boxes:
+    """Clip ``xyxy`` boxes in place to an image of ``shape`` (h, w, ...); returns them too."""
+    h, w = shape[:2]
+    if isinstance(boxes, Tensor):
+        boxes[..., 0].clamp_(0, w)
+        boxes[..., 1].clamp_(0, h)
+        boxes[..., 2].clamp_(0, w)
+        boxes[..., 3].clamp_(0, h)
+    else:
+        boxes[..., [0, 2]] = boxes[..., [0, 2]].clip(0, w)
+        boxes[..., [1, 3]] = boxes[..., [1, 3]].clip(0, h)
+    return boxes
+
+
+def scale_boxes(img1_shape: tuple[int, ...], boxes: Boxes, img0_shape: tuple[int, ...],
+                ratio_pad: tuple | None = None) -> Boxes:
+    """Map ``xyxy`` boxes from a letterboxed image ``img1_shape`` (h, w) back to the original ``img0_shape``
+    (h, w, ...), in place, and clip them. ``ratio_pad = ((gain, gain), (padw, padh))`` as the letterbox
+    returned it; without it the gain and the centred padding are recomputed from the two shapes."""
+    if ratio_pad is None:
+        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
+        pad = (img1_shape[1] - img0_shape[1] * gain) / 2, (img1_shape[0] - img0_shape[0] * gain) / 2
+    else:
+        gain, pad = ratio_pad[0][0], ratio_pad[1]
+    boxes[..., [0, 2]] -= pad[0]
+    boxes[..., [1, 3]] -= pad[1]
+    boxes[..., :4] /= gain
+    return clip_boxes(boxes, img0_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired IoU variants (what torchvision.ops lacks: CIoU in YOLOv5's exact form, broadcastable pairs)
+# ---------------------------------------------------------------------------------------------
+def _corners(box: Tensor, xywh: bool, eps: float) -> tuple[Tensor, ...]:
+    """(x1, y1, x2, y2, w, h) of ``box`` (..., 4), each (..., 1)."""
+    if xywh:
+        x, y, w, h = box.chunk(4, -1)
+        x1, x2, y1, y2 = x - w / 2, x + w / 2, y - h / 2, y + h / 2
+        return x1, y1, x2, y2, w, h
+    x1, y1, x2, y2 = box.chunk(4, -1)
+    return x1, y1, x2, y2, x2 - x1, (y2 - y1).clamp(eps)
+
+
+def bbox_iou(box1: Tensor, box2: Tensor, xywh: bool = True, GIoU: bool = False, DIoU: bool = False,
+             CIoU: bool = False, eps: float = 1e-7) -> Tensor:
+    """Element-wise IoU (or GIoU / DIoU / CIoU) of broadcastable box tensors (..., 4) -> (..., 1).
+
+    CIoU = IoU - rho^2 / c^2 - alpha * v with v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2 and
+    alpha = v / (v - IoU + 1 + eps) held constant (no gradient), as YOLOv5's box loss uses it.
+    """
+    b1_x1, b1_y1, b1_x2, b1_y2, w1, h1 = _corners(box1, xywh, eps)
+    b2_x1, b2_y1, b2_x2, b2_y2, w2, h2 = _corners(box2, xywh, eps)
+    inter = ((torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0)
+             * (torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)).clamp(0))
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    if not (GIoU or DIoU or CIoU):
+        return iou
+    cw = torch.max(b1_x2, b2_x2) - torch.min(b1_x1, b2_x1)  # enclosing box width
+    ch = torch.max(b1_y2, b2_y2) - torch.min(b1_y1, b2_y1)
+    if GIoU and not (DIoU or CIoU):
+        c_area = cw * ch + eps
+        return iou - (c_area - union) / c_area
+    c2 = cw ** 2 + ch ** 2 + eps  # squared diagonal of the enclosing box
+    rho2 = ((b2_x1 + b2_x2 - b1_x1 - b1_x2) ** 2 + (b2_y1 + b2_y2 - b1_y1 - b1_y2) ** 2) / 4
+    if not CIoU:
+        return iou - rho2 / c2
+    v = (4 / math.pi ** 2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)).pow(2)
+    with torch.no_grad():
+        alpha = v / (v - iou + (1 + eps))
+    return iou - (rho2 / c2 + v * alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-maximum suppression over the common head layout (B, N, 4 + 1 + nc)
+# ---------------------------------------------------------------------------------------------
+MAX_NMS = 30000  # most candidates per image handed to torchvision's NMS
+
+
+def _candidates(x: Tensor, conf_thres: float, multi_label: bool) -> Tensor:
+    """One image's rows (N', 4 + 1 + nc) that passed the objectness threshold -> (n, 6) [xyxy, conf, cls]."""
+    box = xywh2xyxy(x[:, :4])
+    scores = x[:, 5:] * x[:, 4:5]  # conf = obj * cls, (N', nc)
+    if multi_label:
+        i, j = (scores > conf_thres).nonzero(as_tuple=True)
+        return torch.cat((box[i], scores[i, j, None], j[:, None].to(x.dtype)), 1)
+    conf, j = scores.max(1, keepdim=True)
+    keep = conf.view(-1) > conf_thres
+    return torch.cat((box, conf, j.to(x.dtype)), 1)[keep]
+
+
+def non_max_suppression(prediction: Tensor | tuple | list, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                        classes: list[int] | None = None, agnostic: bool = False, multi_label: bool = False,
+                        max_det: int = 300) -> list[Tensor]:
+    """YOLOv5 v7.0 NMS on decoded predictions (B, N, 4 + 1 + nc) [cxcywh px, obj, cls probs] ->
+    per image (n, 6) [x1, y1, x2, y2, conf, cls], sorted by conf, n <= max_det.
+
+    Candidates need obj > conf_thres and then obj * cls > conf_thres; ``multi_label`` keeps every such
+    (box, class) pair (only when nc > 1); NMS is per class unless ``agnostic``; at most MAX_NMS candidates
+    (highest conf) enter NMS. Classes are kept apart by torchvision's ``batched_nms`` (exact for any image
+    size; YOLOv5's 7680 px class offset gives the same result below 7680 px). No time limit: the result
+    never depends on machine speed.
+    """
+    if isinstance(prediction, (list, tuple)):  # a model's eval output (decoded, raw)
+        prediction = prediction[0]
+    if not 0 <= conf_thres <= 1:
+        raise ValueError(f"non_max_suppression: conf_thres={conf_thres} is outside [0, 1]")
+    if not 0 <= iou_thres <= 1:
+        raise ValueError(f"non_max_suppression: iou_thres={iou_thres} is outside [0, 1]")
+    if prediction.ndim != 3 or prediction.shape[2] < 6:
+        raise ValueError(f"non_max_suppression: prediction of shape {tuple(prediction.shape)} is not "
+                         "(B, N, 4 + 1 + nc) with nc >= 1")
+    nc = prediction.shape[2] - 5
+    multi_label = multi_label and nc > 1
+    cls_filter = None if classes is None else torch.as_tensor(classes, device=prediction.device)
+    output = []
+    for x in prediction:  # one image, (N, 5 + nc)
+        x = _candidates(x[x[:, 4] > conf_thres], conf_thres, multi_label)  # (n, 6)
+        if cls_filter is not None:
+            x = x[(x[:, 5:6] == cls_filter).any(1)]
+        x = x[x[:, 4].argsort(descending=True)[:MAX_NMS]]
+        idxs = torch.zeros_like(x[:, 5]) if agnostic else x[:, 5]
+        keep = batched_nms(x[:, :4].float(), x[:, 4].float(), idxs.long(), iou_thres)[:max_det]
+        output.append(x[keep])
+    return output

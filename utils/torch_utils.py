@@ -63,3 +63,91 @@ def profile_module(m: nn.Module, x, n: int = 10) -> tuple[float, float | None]:
             m(x)
         dt = (time_sync(device) - t0) / n * 1000
     return dt, flops
+
+
+def select_device(device: str = "", batch_size: int = 0) -> torch.device:
+    """'' (CUDA if available, else CPU), 'cpu', '0' or 'cuda:0'; a CUDA request without CUDA is a clear error."""
+    d = str(device).strip().lower().replace("cuda:", "")
+    if d in ("", "none"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if d == "cpu":
+        return torch.device("cpu")
+    if d == "mps":
+        return torch.device("mps")
+    ids = [x for x in d.split(",") if x]
+    if not all(x.isdigit() for x in ids):
+        raise ValueError(f"--device {device!r} not understood: use '', 'cpu' or CUDA indices like '0'")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device} requested but CUDA is not available on this machine; use --device cpu")
+    if len(ids) > 1:
+        LOGGER.warning(f"--device {device}: multi-GPU training is not supported, using cuda:{ids[0]}")
+    if int(ids[0]) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device(f"cuda:{ids[0]}")
+
+
+def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+
+
+class ModelEMA:
+    """Exponential moving average of a model's float state, decay ramped by 1 - exp(-updates / tau)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000, updates: int = 0):
+        self.ema = deepcopy(model).eval()
+        self.updates, self.decay, self.tau = updates, decay, tau
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    def current_decay(self) -> float:
+        import math
+
+        return self.decay * (1 - math.exp(-self.updates / self.tau))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.current_decay()
+        msd = model.state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+
+
+def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9,
+                    decay: float = 1e-5) -> torch.optim.Optimizer:
+    """Three parameter groups as YOLOv5: [0] biases (no decay), [1] weights (decay), [2] norm weights (no decay)."""
+    biases, weights, norm_weights = [], [], []
+    norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if p_name == "bias":
+                biases.append(p)
+            elif isinstance(module, norm_types):
+                norm_weights.append(p)
+            else:
+                weights.append(p)
+    if name == "SGD":
+        opt = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
+    elif name == "Adam":
+        opt = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
+    elif name == "AdamW":
+        opt = torch.optim.AdamW(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
+    else:
+        raise ValueError(f"optimizer {name!r} not supported; use SGD, Adam or AdamW")
+    opt.add_param_group({"params": weights, "weight_decay": decay})
+    opt.add_param_group({"params": norm_weights, "weight_decay": 0.0})
+    LOGGER.info(f"optimizer: {name}(lr={lr}) with parameter groups {len(norm_weights)} weight(decay=0.0), "
+                f"{len(weights)} weight(decay={decay}), {len(biases)} bias")
+    return opt

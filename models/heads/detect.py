@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from models.common import Conv
 from models.heads.base import Head
+from utils.autoanchor import check_anchors
 from utils.boxes import decode_yolov5, make_grid
+from utils.losses import YOLOv5Loss
 
 
 def _anchor_tensor(anchors: list | tuple, n_inputs: int) -> Tensor:
@@ -91,6 +94,18 @@ class Detect(Head):
         self.anchors /= self.stride.view(-1, 1, 1)
         self._grids = [None] * self.nl
         self._initialize_biases()
+
+    def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0) -> YOLOv5Loss:
+        return YOLOv5Loss(self.nc, self.anchors, hyp, imgsz, label_smoothing)
+
+    @torch.no_grad()
+    def fit_priors(self, label_wh: np.ndarray, thr: float) -> None:
+        """AutoAnchor: refit the anchors (k-means + evolution) when they fit the labels poorly."""
+        stride = self.stride.view(-1, 1, 1)
+        new = check_anchors(label_wh, (self.anchors * stride).cpu().numpy(), thr)
+        if new is not None:
+            self.anchors.copy_(torch.from_numpy(new).to(self.anchors) / stride)
+            self._grids = [None] * self.nl
 
     @torch.no_grad()
     def _initialize_biases(self) -> None:

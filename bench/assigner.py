@@ -1,0 +1,132 @@
+"""Time of SimOTA label assignment on synthetic batches (CPU by default).
+
+    python bench/assigner.py                              # batch 16, 320 px (2100 priors), nc 8, ~40 and ~300 objects
+    python bench/assigner.py --objects 40 --step-time-ms 1500   # also print assignment's share of a training step
+
+Objects per image are drawn around the requested count (0.8x to 1.2x) and padded to the largest in
+the batch, as a collate function does. Prints median / p90 ms per call and writes
+runs/bench/assigner.json. ``--step-time-ms`` is the time of one full training step of the model the
+assigner serves (e.g. yolov5n-decoupled-af at the same batch and size), measured elsewhere; the share
+is reported when it is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from utils.assigners import simota_assign  # noqa: E402
+from utils.boxes import make_grid  # noqa: E402
+
+
+def make_priors(imgsz: int, strides: list[int]) -> Tensor:
+    """(N, 4) [cx, cy, stride, stride] of every cell centre, levels concatenated as a head does."""
+    rows = []
+    for s in strides:
+        grid = make_grid(imgsz // s, imgsz // s).reshape(-1, 2)  # (ny * nx, 2)
+        rows.append(torch.cat(((grid + 0.5) * s, torch.full_like(grid, float(s))), 1))
+    return torch.cat(rows)
+
+
+def synthetic_batch(batch: int, imgsz: int, nc: int, objects: int, priors: Tensor, seed: int) -> dict[str, Tensor]:
+    """Keyword inputs of ``simota_assign``: gts of 8..imgsz/3 px anywhere in the image, predictions
+    centred near their priors with sizes of a few strides (a half-trained head)."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(int(0.8 * objects), int(1.2 * objects) + 1, (batch,), generator=g)
+    max_gt = int(counts.max())
+    wh = torch.rand(batch, max_gt, 2, generator=g) * (imgsz / 3 - 8) + 8
+    centre = torch.rand(batch, max_gt, 2, generator=g) * imgsz
+    num_priors = priors.shape[0]
+    stride = priors[None, :, 2:]
+    pred_centre = priors[None, :, :2] + torch.randn(batch, num_priors, 2, generator=g) * stride * 0.5
+    pred_wh = stride * torch.exp(torch.randn(batch, num_priors, 2, generator=g) * 0.5 + 1.0)
+    return dict(
+        pred_boxes=torch.cat((pred_centre - pred_wh / 2, pred_centre + pred_wh / 2), -1),
+        pred_cls_logits=torch.randn(batch, num_priors, nc, generator=g) - 3.0,
+        pred_obj_logits=torch.randn(batch, num_priors, 1, generator=g) - 3.0,
+        priors=priors,
+        gt_boxes=torch.cat((centre - wh / 2, centre + wh / 2), -1).clamp(0, imgsz),
+        gt_labels=torch.randint(0, nc, (batch, max_gt), generator=g),
+        gt_mask=torch.arange(max_gt)[None] < counts[:, None],
+    )
+
+
+def time_assign(inputs: dict[str, Tensor], runs: int, warmup: int, center_only: bool) -> tuple[list[float], int]:
+    """Wall-clock ms of ``runs`` calls after ``warmup`` untimed ones, and the positives of the last."""
+    radius = 1.5 if center_only else 2.5
+    times, num_fg = [], 0
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        result = simota_assign(**inputs, center_radius=radius, center_only=center_only)
+        num_fg = int(result.num_fg)  # the sync a loss would do when it normalises; inside the timing
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    return times, num_fg
+
+
+def bench_case(opt: argparse.Namespace, priors: Tensor, objects: int, center_only: bool) -> dict:
+    """One row: timings of one (object count, rule) case, with the share of a step when known."""
+    inputs = synthetic_batch(opt.batch, opt.imgsz, opt.nc, objects, priors, opt.seed)
+    t, num_fg = time_assign(inputs, opt.runs, opt.warmup, center_only)
+    t.sort()
+    row = {"objects": objects, "rule": "center_only" if center_only else "box_or_center",
+           "max_gt": inputs["gt_boxes"].shape[1], "mean_gt": float(inputs["gt_mask"].sum(1).float().mean()),
+           "num_fg": num_fg, "median_ms": statistics.median(t), "p90_ms": t[int(0.9 * (len(t) - 1))],
+           "runs": opt.runs}
+    if opt.step_time_ms:
+        row["share_of_step"] = row["median_ms"] / opt.step_time_ms
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--strides", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--nc", type=int, default=8)
+    ap.add_argument("--objects", type=int, nargs="+", default=[40, 300], help="mean objects per image")
+    ap.add_argument("--rules", nargs="+", default=["box_or_center"], choices=["box_or_center", "center_only"])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--step-time-ms", type=float, default=None,
+                    help="median ms of one full training step, to report assignment's share of it")
+    ap.add_argument("--json", default=str(ROOT / "runs" / "bench" / "assigner.json"))
+    opt = ap.parse_args(argv)
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    priors = make_priors(opt.imgsz, opt.strides)
+    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; batch {opt.batch}, {opt.imgsz} px, {priors.shape[0]} priors, nc {opt.nc}")
+    print(f"{'objects':>8}{'max_gt':>7}{'rule':>15}{'num_fg':>8}{'median ms':>11}{'p90 ms':>9}{'share':>8}")
+    rows = []
+    for objects in opt.objects:
+        for rule in opt.rules:
+            row = bench_case(opt, priors, objects, rule == "center_only")
+            rows.append(row)
+            share = f"{100 * row['share_of_step']:.1f}%" if "share_of_step" in row else "-"
+            print(f"{objects:>8}{row['max_gt']:>7}{rule:>15}{row['num_fg']:>8}{row['median_ms']:>11.1f}"
+                  f"{row['p90_ms']:>9.1f}{share:>8}", flush=True)
+    Path(opt.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(opt.json).write_text(json.dumps(
+        {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu", "batch": opt.batch,
+         "imgsz": opt.imgsz, "num_priors": priors.shape[0], "nc": opt.nc, "step_time_ms": opt.step_time_ms,
+         "rows": rows}, indent=2))
+    print(f"wrote {opt.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

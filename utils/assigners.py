@@ -1,0 +1,246 @@
+"""Label assigners: which prediction learns from which ground truth.
+
+Every assigner here is a stateless function, batched over ground truths padded to the largest count
+in the batch, with a validity mask. The result contract is small: per prediction, the index of its
+ground truth or -1 for background (like torchvision's ``Matcher``), plus what the loss needs beside.
+
+Shape shorthand:
+    B: batch size      N: predictions (priors) per image      G: padded ground truths per image
+    nc: number of classes
+Boxes are ``xyxy`` in input pixels unless a name says otherwise. Priors are ``(N, 4)`` rows
+``[cx, cy, stride_x, stride_y]``: the centre of each grid cell, ``(grid + 0.5) * stride``, in pixels.
+
+Sections: shared helpers, SimOTA (YOLOX).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_gt(gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, batch: int) -> None:
+    """Raise ValueError naming the argument whose shape does not fit ``(B, G, ...)``."""
+    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != batch or gt_boxes.shape[2] != 4:
+        raise ValueError(f"gt_boxes must be (B={batch}, G, 4) xyxy, got shape {tuple(gt_boxes.shape)}")
+    num_gt = gt_boxes.shape[1]
+    if tuple(gt_labels.shape) != (batch, num_gt):
+        raise ValueError(f"gt_labels must be (B, G) = {(batch, num_gt)}, got shape {tuple(gt_labels.shape)}")
+    if tuple(gt_mask.shape) != (batch, num_gt) or gt_mask.dtype != torch.bool:
+        raise ValueError(
+            f"gt_mask must be a bool (B, G) = {(batch, num_gt)} tensor, "
+            f"got {gt_mask.dtype} of shape {tuple(gt_mask.shape)}"
+        )
+
+
+def batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise IoU within each image: ``(B, M, 4)`` x ``(B, N, 4)`` xyxy -> ``(B, M, N)``.
+
+    Disjoint boxes give 0; a zero union (two empty boxes) gives 0, not NaN.
+    """
+    a_x1, a_y1, a_x2, a_y2 = (boxes1[..., i, None] for i in range(4))  # each (B, M, 1)
+    b_x1, b_y1, b_x2, b_y2 = (boxes2[..., i].contiguous()[..., None, :] for i in range(4))  # each (B, 1, N)
+    inter_w = torch.minimum(a_x2, b_x2).sub_(torch.maximum(a_x1, b_x1)).clamp_(min=0)
+    inter_h = torch.minimum(a_y2, b_y2).sub_(torch.maximum(a_y1, b_y1)).clamp_(min=0)
+    inter = inter_w.mul_(inter_h)  # (B, M, N)
+    area1 = (a_x2 - a_x1) * (a_y2 - a_y1)  # (B, M, 1)
+    area2 = (b_x2 - b_x1) * (b_y2 - b_y1)  # (B, 1, N)
+    union = (area1 + area2).sub_(inter).clamp_(min=torch.finfo(inter.dtype).tiny)
+    return inter.div_(union)
+
+
+# ---------------------------------------------------------------------------------------------
+# SimOTA (YOLOX)
+# ---------------------------------------------------------------------------------------------
+
+
+class SimOTAResult(NamedTuple):
+    """What SimOTA hands to the loss.
+
+    assigned_gt: (B, N) long, index into the padded G axis, -1 = background.
+    matched_iou: (B, N) float32, IoU of the prediction with its assigned gt (the soft class
+        target), 0 for background.
+    num_fg: () long tensor, positives in the whole batch (kept on device, no host sync).
+    """
+
+    assigned_gt: Tensor
+    matched_iou: Tensor
+    num_fg: Tensor
+
+    @property
+    def fg_mask(self) -> Tensor:
+        """(B, N) bool, True where a prediction is a positive."""
+        return self.assigned_gt >= 0
+
+
+SIMOTA_PENALTY_BOX_AND_CENTER = 1e5  # YOLOX <= 0.3.0 / paper: pair not (in gt box AND in its centre region)
+SIMOTA_PENALTY_CENTER_ONLY = 1e6  # YOLOX main since PR #1589: pair not in the gt's centre square
+_CLS_LOG_MIN = -100.0  # torch's binary_cross_entropy clamps its logs here; SimOTA's cost used that BCE
+
+
+def _simota_geometry(
+    priors: Tensor, gt_boxes: Tensor, gt_mask: Tensor, center_radius: float, center_only: bool
+) -> tuple[Tensor, Tensor]:
+    """Candidate cells ``(B, N)`` and the per-pair geometric condition ``(B, G, N)``.
+
+    A prior centre is in a box or a centre square when strictly inside it (YOLOX's ``> 0``), tested
+    as ``|prior - gt centre| < half size`` per axis.
+    Default: candidates lie in any gt box or any gt centre square; a pair passes when the prior is
+    in that gt's box and its centre square. ``center_only``: both are the centre square alone.
+    """
+    half_wh = (gt_boxes[..., 2:] - gt_boxes[..., :2]) * 0.5  # (B, G, 2)
+    centre = (gt_boxes[..., :2] + gt_boxes[..., 2:]) * 0.5
+    centre = centre.masked_fill(~gt_mask[..., None], float("inf"))  # padding: no prior is near it
+    dist_x = (priors[:, 0] - centre[..., 0, None]).abs_()  # (B, G, N)
+    dist_y = (priors[:, 1] - centre[..., 1, None]).abs_()
+    in_center = (dist_x < priors[:, 2] * center_radius) & (dist_y < priors[:, 3] * center_radius)
+    if center_only:
+        return in_center.any(dim=1), in_center
+    in_box = (dist_x < half_wh[..., 0, None]) & (dist_y < half_wh[..., 1, None])  # (B, G, N)
+    candidate = (in_box | in_center).any(dim=1)  # (B, N)
+    return candidate, in_box.logical_and_(in_center)
+
+
+def _simota_cls_cost(pred_cls_logits: Tensor, pred_obj_logits: Tensor, gt_labels: Tensor) -> Tensor:
+    """``(B, G, N)``: BCE of sqrt(sigmoid(cls) * sigmoid(obj)) against each gt's one-hot, summed over
+    classes, in fp32.
+
+    Computed without the ``(B, G, N, nc)`` tensor: the sum over classes of BCE(p, 0) is shared by all
+    gts, and a gt of class c swaps its c-th term for BCE(p_c, 1).
+    """
+    score = (pred_cls_logits.float().sigmoid() * pred_obj_logits.float().sigmoid()).sqrt_()  # (B, N, nc)
+    neg_log_p = score.log().clamp_(min=_CLS_LOG_MIN).neg_()  # BCE(p, 1)
+    neg_log_1mp = torch.log1p(-score).clamp_(min=_CLS_LOG_MIN).neg_()  # BCE(p, 0)
+    all_negative = neg_log_1mp.sum(dim=-1)  # (B, N)
+    swap = (neg_log_p - neg_log_1mp).transpose(1, 2).contiguous()  # (B, nc, N)
+    batch_idx = torch.arange(gt_labels.shape[0], device=gt_labels.device)[:, None]  # (B, 1)
+    try:
+        per_gt = swap[batch_idx, gt_labels]  # (B, G, N)
+    except IndexError as err:  # CPU; a CUDA device asserts instead
+        raise ValueError(f"gt_labels hold a class outside [0, nc={swap.shape[1]}) "
+                         f"(nc from pred_cls_logits): {err}") from err
+    return per_gt.add_(all_negative[:, None, :])
+
+
+def _simota_dynamic_k(iou: Tensor, candidate: Tensor, gt_mask: Tensor, candidate_topk: int) -> Tensor:
+    """``(B, G)`` long: max(1, int(sum of the gt's top-min(topk, n_candidates) IoUs over candidate
+    cells)); 0 for padding rows and for images without candidates."""
+    topk = min(candidate_topk, iou.shape[-1])
+    # Non-candidates count as IoU 0: they fill the top-k tail only when n_candidates < topk.
+    iou_cand = iou.masked_fill(~candidate[:, None, :], 0.0)
+    k = iou_cand.topk(topk, dim=-1).values.sum(dim=-1).int().clamp_(min=1).long()  # (B, G)
+    return k.masked_fill_(~(gt_mask & candidate.any(dim=1, keepdim=True)), 0)
+
+
+def _simota_match(cost: Tensor, dynamic_k: Tensor, max_k: int) -> Tensor:
+    """``(B, N)`` long owner per cell, -1 when unclaimed.
+
+    Each gt claims its ``dynamic_k`` (<= max_k) cheapest cells; a cell claimed by several gts goes
+    to the gt of minimum cost for it over all of the image's gts (as YOLOX's dynamic_k_matching).
+    Claims are counted by scatter on (B, G * max_k) indices, never as a (B, G, N) matrix.
+    """
+    batch, num_gt, num_priors = cost.shape
+    max_k = min(max_k, num_priors)
+    cheapest = cost.topk(max_k, dim=-1, largest=False).indices  # (B, G, max_k)
+    keep = torch.arange(max_k, device=cost.device) < dynamic_k[..., None]  # (B, G, max_k)
+    cell = torch.where(keep, cheapest, num_priors).reshape(batch, -1)  # column N collects the dropped
+    n_claims = torch.zeros((batch, num_priors + 1), dtype=torch.long, device=cost.device)
+    n_claims.scatter_add_(1, cell, torch.ones_like(cell))
+    claimer = torch.arange(num_gt, device=cost.device).repeat_interleave(max_k).expand(batch, -1)
+    owner = torch.full_like(n_claims, -1).scatter_(1, cell, claimer)  # right wherever n_claims == 1
+    n_claims, owner = n_claims[:, :num_priors], owner[:, :num_priors]  # (B, N)
+    return torch.where(n_claims > 1, _argmin_over_gt(cost), owner)
+
+
+def _argmin_over_gt(cost: Tensor) -> Tensor:
+    """``cost.argmin(dim=1)`` for ``(B, G, N)`` (first index on ties), several times faster on CPU than
+    torch's argmin over a middle dimension: min values first, then the smallest gt index holding them."""
+    best = cost.amin(dim=1, keepdim=True)  # (B, 1, N)
+    num_gt = cost.shape[1]
+    gt_index = torch.arange(num_gt, device=cost.device, dtype=cost.dtype)[:, None]  # (G, 1)
+    # fill G - 1: a NaN column (diverged predictions) still yields a valid index
+    return torch.where(cost == best, gt_index, float(num_gt - 1)).amin(dim=1).long()  # (B, N)
+
+
+def _check_simota_inputs(
+    pred_boxes: Tensor, pred_cls_logits: Tensor, pred_obj_logits: Tensor, priors: Tensor,
+    gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, center_radius: float, candidate_topk: int,
+) -> None:
+    """Raise ValueError naming the first argument whose shape or value is wrong."""
+    if pred_boxes.ndim != 3 or pred_boxes.shape[-1] != 4:
+        raise ValueError(f"pred_boxes must be (B, N, 4) xyxy, got shape {tuple(pred_boxes.shape)}")
+    batch, num_priors = pred_boxes.shape[:2]
+    if pred_cls_logits.ndim != 3 or pred_cls_logits.shape[:2] != (batch, num_priors):
+        raise ValueError(
+            f"pred_cls_logits must be (B, N, nc) = ({batch}, {num_priors}, nc), "
+            f"got shape {tuple(pred_cls_logits.shape)}"
+        )
+    if pred_obj_logits.shape[:2] != (batch, num_priors) or pred_obj_logits.numel() != batch * num_priors:
+        raise ValueError(
+            f"pred_obj_logits must be (B, N) or (B, N, 1) = ({batch}, {num_priors}), "
+            f"got shape {tuple(pred_obj_logits.shape)}"
+        )
+    if tuple(priors.shape) != (num_priors, 4):
+        raise ValueError(f"priors must be (N, 4) = ({num_priors}, 4) [cx, cy, sx, sy], got {tuple(priors.shape)}")
+    _check_gt(gt_boxes, gt_labels, gt_mask, batch)
+    if not center_radius > 0:
+        raise ValueError(f"center_radius must be > 0, got {center_radius}")
+    if candidate_topk < 1:
+        raise ValueError(f"candidate_topk must be >= 1, got {candidate_topk}")
+
+
+@torch.no_grad()
+def simota_assign(
+    pred_boxes: Tensor,
+    pred_cls_logits: Tensor,
+    pred_obj_logits: Tensor,
+    priors: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_mask: Tensor,
+    center_radius: float = 2.5,
+    candidate_topk: int = 10,
+    iou_weight: float = 3.0,
+    center_only: bool = False,
+) -> SimOTAResult:
+    """YOLOX's SimOTA, batched: no loop over images or ground truths, no host sync.
+
+    pred_boxes (B, N, 4) xyxy px, pred_cls_logits (B, N, nc), pred_obj_logits (B, N[, 1]),
+    priors (N, 4) [cx, cy, sx, sy] px, gt_boxes (B, G, 4) xyxy px, gt_labels (B, G) long in
+    [0, nc) where valid, gt_mask (B, G) bool (False = padding).
+
+    cost = cls_cost + iou_weight * -log(IoU + 1e-8) + penalty where the pair fails the geometry;
+    dynamic k = max(1, int(sum of the top-``candidate_topk`` candidate IoUs)); each gt takes its k
+    cheapest candidates; a cell claimed twice goes to its cheapest gt.
+    Default: YOLOX <= 0.3.0 (paper) geometry with penalty 1e5. ``center_only=True``: YOLOX main's
+    centre-square-only geometry with penalty 1e6 (use ``center_radius=1.5`` with it).
+    """
+    _check_simota_inputs(pred_boxes, pred_cls_logits, pred_obj_logits, priors, gt_boxes, gt_labels,
+                         gt_mask, center_radius, candidate_topk)
+    batch, num_priors = pred_boxes.shape[:2]
+    device = pred_boxes.device
+    if gt_boxes.shape[1] == 0:
+        background = torch.full((batch, num_priors), -1, dtype=torch.long, device=device)
+        return SimOTAResult(background, torch.zeros((batch, num_priors), device=device),
+                            torch.zeros((), dtype=torch.long, device=device))
+
+    gt_boxes = gt_boxes.float()
+    candidate, pair_ok = _simota_geometry(priors.float(), gt_boxes, gt_mask, center_radius, center_only)
+    iou = batched_box_iou(gt_boxes, pred_boxes.float())  # (B, G, N)
+    labels = gt_labels.long().masked_fill(~gt_mask, 0)  # padding rows may hold any label
+    cost = _simota_cls_cost(pred_cls_logits, pred_obj_logits.reshape(batch, num_priors, 1), labels)
+    cost.add_(iou.add(1e-8).log_(), alpha=-iou_weight)
+    penalty = SIMOTA_PENALTY_CENTER_ONLY if center_only else SIMOTA_PENALTY_BOX_AND_CENTER
+    cost.add_(pair_ok.logical_not_(), alpha=penalty)  # bool -> +penalty where the geometry fails
+    cost.masked_fill_(~candidate[:, None, :], float("inf")).masked_fill_(~gt_mask[..., None], float("inf"))
+
+    dynamic_k = _simota_dynamic_k(iou, candidate, gt_mask, candidate_topk)
+    assigned_gt = _simota_match(cost, dynamic_k, candidate_topk)
+    fg = assigned_gt >= 0
+    matched_iou = iou.gather(1, assigned_gt.clamp(min=0)[:, None, :]).squeeze(1) * fg
+    return SimOTAResult(assigned_gt, matched_iou, fg.sum())

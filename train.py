@@ -1,0 +1,382 @@
+"""Train a detector on a dataset, with YOLOv5's flags, run folder and outputs.
+
+    python train.py --cfg yolov5s-decoupled.yaml                       # the built-in shapes dataset
+    python train.py --cfg yolov5n.yaml --data my.yaml --weights yolov5n.pt --epochs 50
+    python train.py --resume                                           # continue the newest run
+
+The loop knows no head: the model hands out its criterion (``model.criterion(hyp)``) and the loss
+names that become the results.csv columns.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import sys
+import time
+from copy import deepcopy
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim import lr_scheduler
+from tqdm import tqdm
+
+import val as validate
+from models.yolo import DetectionModel
+from utils.autoanchor import label_wh
+from utils.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
+from utils.dataloaders import check_dataset, create_dataloader
+from utils.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
+from utils.metrics import fitness
+from utils.plots import plot_images, plot_labels, plot_results
+from utils.torch_utils import LOGGER, ModelEMA, init_seeds, select_device, smart_optimizer
+
+ROOT = Path(__file__).resolve().parent
+NBS = 64  # nominal batch size: gradients are accumulated to it
+
+
+def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
+    """Cosine ramp from y1 to y2 over ``steps``."""
+    return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
+
+
+class EarlyStopping:
+    """Stop when fitness has not improved for ``patience`` epochs (0 disables)."""
+
+    def __init__(self, patience: int = 30):
+        self.best_fitness, self.best_epoch = 0.0, 0
+        self.patience = patience or float("inf")
+
+    def __call__(self, epoch: int, fitness_value: float) -> bool:
+        if fitness_value >= self.best_fitness:
+            self.best_epoch, self.best_fitness = epoch, fitness_value
+        stop = epoch - self.best_epoch >= self.patience
+        if stop:
+            LOGGER.info(f"Stopping training early: no improvement in the last {self.patience} epochs; best "
+                        f"results at epoch {self.best_epoch}. Use --patience 0 to disable.")
+        return stop
+
+
+class Trainer:
+    """One training run: set up, then epochs of (train, validate, log, save), then a final validation."""
+
+    def __init__(self, opt: argparse.Namespace):
+        self.opt = opt
+        self.save_dir = Path(opt.save_dir)
+        self.wdir = self.save_dir / "weights"
+        self.wdir.mkdir(parents=True, exist_ok=True)
+        self.csv = self.save_dir / "results.csv"
+        self.device = select_device(opt.device, opt.batch_size)
+        self.amp = self.device.type == "cuda"
+        self.hyp = yaml_load(opt.hyp) if isinstance(opt.hyp, (str, Path)) else dict(opt.hyp)
+        init_seeds(opt.seed, deterministic=True)
+        self.data = check_dataset(opt.data)
+        self.nc = 1 if opt.single_cls else int(self.data["nc"])
+        self.names = {0: "item"} if opt.single_cls else dict(self.data["names"])
+        self.ckpt = load_checkpoint(opt.weights) if opt.weights else None
+        self.model = self._build_model()
+        self.gs = max(int(self.model.stride.max()), 32)
+        self.imgsz = max(math.ceil(opt.imgsz / self.gs) * self.gs, 2 * self.gs)
+        if self.imgsz != opt.imgsz:
+            LOGGER.warning(f"--imgsz {opt.imgsz} must be a multiple of max stride {self.gs}, updating to {self.imgsz}")
+        self.accumulate = max(round(NBS / opt.batch_size), 1)
+        self.hyp["weight_decay"] *= opt.batch_size * self.accumulate / NBS
+        self.optimizer = smart_optimizer(self.model, opt.optimizer, self.hyp["lr0"], self.hyp["momentum"],
+                                         self.hyp["weight_decay"])
+        self.lf = (one_cycle(1, self.hyp["lrf"], opt.epochs) if opt.cos_lr
+                   else lambda x: (1 - x / opt.epochs) * (1.0 - self.hyp["lrf"]) + self.hyp["lrf"])
+        self.scheduler = lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.ema = ModelEMA(self.model)
+        self.start_epoch, self.best_fitness = 0, 0.0
+        if opt.resume:
+            self._restore_training_state()
+        self._build_loaders()
+        self.criterion = self.model.criterion(self.hyp, self.imgsz, opt.label_smoothing)
+        self.loss_names = list(self.criterion.loss_names)
+        self.stopper = EarlyStopping(opt.patience)
+
+    # ------------------------------------------------------------------ set-up
+    def _build_model(self) -> DetectionModel:
+        opt, ckpt = self.opt, self.ckpt
+        cfg = opt.cfg or (ckpt or {}).get("yaml")
+        if not cfg:
+            raise ValueError("give a model: --cfg yolov5s.yaml (or another YAML) and/or --weights file.pt")
+        model = DetectionModel(cfg, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"), verbose=True)
+        model.names = self.names
+        if ckpt is not None:
+            src = ckpt.get("ema") if ckpt.get("ema") is not None and not opt.resume else ckpt["model"]
+            exclude = ("anchor",) if (opt.cfg or self.hyp.get("anchors")) and not opt.resume else ()
+            sd, report = transfer_weights(src, ckpt.get("yaml") or {}, model.state_dict(), model.yaml, exclude)
+            model.load_state_dict(sd, strict=False)
+            LOGGER.info(report.summary(opt.weights))
+            for line in report.lines():
+                LOGGER.info(line)
+        freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
+        for k, v in model.named_parameters():
+            v.requires_grad = True
+            if any(k.startswith(f) for f in freeze):
+                LOGGER.info(f"freezing {k}")
+                v.requires_grad = False
+        return model.to(self.device)
+
+    def _restore_training_state(self) -> None:
+        ckpt = self.ckpt
+        if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
+            raise ValueError(f"{self.opt.weights} training is finished, nothing to resume; start a new run "
+                             f"with --weights {self.opt.weights}")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.best_fitness = float(ckpt.get("best_fitness") or 0.0)
+        if ckpt.get("ema") is not None:
+            self.ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
+            self.ema.updates = int(ckpt.get("updates") or 0)
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        LOGGER.info(f"Resuming training from {self.opt.weights} at epoch {self.start_epoch} of {self.opt.epochs}")
+        self._truncate_csv(self.start_epoch)
+
+    def _build_loaders(self) -> None:
+        opt, hyp = self.opt, self.hyp
+        workers = min(opt.workers, opt.batch_size, os.cpu_count() or 1)
+        self.train_loader, self.dataset = create_dataloader(
+            self.data["train"], self.imgsz, opt.batch_size, self.gs, hyp=hyp, augment=True, cache=opt.cache,
+            rect=opt.rect, workers=workers, shuffle=True, single_cls=opt.single_cls, seed=opt.seed,
+            prefix="train: ", names=self.data["names"])
+        labels = np.concatenate([lb for lb in self.dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
+        if len(labels) == 0:
+            raise ValueError(f"no labels found in {self.data['train']}: training needs labelled images")
+        if labels[:, 0].max() >= self.nc:
+            raise ValueError(f"label class {int(labels[:, 0].max())} exceeds nc={self.nc} in {opt.data}; "
+                             f"classes are 0 to {self.nc - 1}")
+        self.val_loader = create_dataloader(self.data["val"], self.imgsz, opt.batch_size * 2, self.gs, hyp=hyp,
+                                            cache=None if opt.noval else opt.cache, rect=True, pad=0.5,
+                                            workers=workers, single_cls=opt.single_cls, prefix="val: ",
+                                            names=self.data["names"])[0]
+        if not opt.resume:
+            if not opt.noplots:
+                plot_labels(labels, self.names, self.save_dir)
+            if not opt.noautoanchor:
+                wh = label_wh(self.dataset.shapes, self.dataset.labels, self.imgsz, np.random.default_rng(opt.seed))
+                self.model.head.fit_priors(wh, self.hyp["anchor_t"])
+
+    # ------------------------------------------------------------------ the story of a run
+    def fit(self) -> None:
+        opt = self.opt
+        nb = len(self.train_loader)
+        self.nw = max(round(self.hyp["warmup_epochs"] * nb), 100) if self.hyp["warmup_epochs"] > 0 else -1
+        self.scheduler.last_epoch = self.start_epoch - 1
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.last_opt_step = -1
+        LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\nUsing {self.train_loader.num_workers} "
+                    f"dataloader workers\nLogging results to {self.save_dir}\nStarting training for "
+                    f"{opt.epochs} epochs...")
+        t0 = time.time()
+        for epoch in range(self.start_epoch, opt.epochs):
+            mloss = self.train_epoch(epoch)
+            lrs = [g["lr"] for g in self.optimizer.param_groups]
+            self.scheduler.step()
+            final = epoch + 1 == opt.epochs
+            results = self.validate(final or not opt.noval)
+            fi = float(fitness(np.array(results.metrics()).reshape(1, -1))[0])
+            stop = self.stopper(epoch, fi)
+            self.best_fitness = max(self.best_fitness, fi)
+            self.log_epoch(epoch, mloss, results, lrs)
+            if not opt.nosave or final or stop:
+                self.save(epoch, fi)
+            if stop:
+                break
+        LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+        self.finish()
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
+        opt, nb = self.opt, len(self.train_loader)
+        self.model.train()
+        self.dataset.set_epoch(epoch)
+        if opt.close_mosaic and epoch == opt.epochs - opt.close_mosaic:
+            LOGGER.info(f"Closing mosaic/mixup for the last {opt.close_mosaic} epochs")
+            self.dataset.close_mosaic()
+            self.criterion.on_close_mosaic()
+        mloss = torch.zeros(len(self.loss_names), device=self.device)
+        header = ("%11s" * 2 + "%11s" * len(self.loss_names) + "%11s" * 2) % (
+            "Epoch", "mem", *self.loss_names, "Instances", "Size")
+        LOGGER.info(header)
+        pbar = tqdm(enumerate(self.train_loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
+        self.optimizer.zero_grad()
+        for i, (imgs, targets, paths, _) in pbar:
+            ni = i + nb * epoch
+            imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            self.warmup(ni, epoch)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                loss, items = self.criterion(self.model(imgs), targets.to(self.device))
+            self.scaler.scale(loss).backward()
+            if ni - self.last_opt_step >= self.accumulate:
+                self.optimizer_step()
+                self.last_opt_step = ni
+            mloss = (mloss * i + items) / (i + 1)
+            mem = f"{torch.cuda.memory_reserved() / 1e9 if self.amp else 0:.3g}G"
+            pbar.set_description(("%11s" * 2 + "%11.4g" * (len(self.loss_names) + 2)) % (
+                f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
+            if not opt.noplots and ni - nb * self.start_epoch < 3:
+                plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni - nb * self.start_epoch}.jpg",
+                            self.names)
+        return mloss
+
+    def warmup(self, ni: int, epoch: int) -> None:
+        """Linear warmup of lr (bias lr falls from warmup_bias_lr), momentum and accumulation."""
+        if ni > self.nw:
+            return
+        xi = [0, self.nw]
+        self.accumulate = max(1, int(np.interp(ni, xi, [1, NBS / self.opt.batch_size]).round()))
+        for j, g in enumerate(self.optimizer.param_groups):
+            start = self.hyp["warmup_bias_lr"] if j == 0 else 0.0
+            g["lr"] = np.interp(ni, xi, [start, g["initial_lr"] * self.lf(epoch)])
+            if "momentum" in g:
+                g["momentum"] = np.interp(ni, xi, [self.hyp["warmup_momentum"], self.hyp["momentum"]])
+            elif "betas" in g:
+                g["betas"] = (np.interp(ni, xi, [self.hyp["warmup_momentum"], self.hyp["momentum"]]), g["betas"][1])
+
+    def optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        self.ema.update(self.model)
+
+    def validate(self, run_val: bool) -> validate.ValResult:
+        if not run_val:
+            return validate.ValResult(0.0, 0.0, 0.0, 0.0, [0.0] * len(self.loss_names), np.zeros(self.nc),
+                                      (0.0, 0.0, 0.0))
+        return validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
+                            single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
+                            plots=False, criterion=self.criterion)
+
+    # ------------------------------------------------------------------ logging and checkpoints
+    def csv_header(self) -> list[str]:
+        return (["epoch"] + [f"train/{n}_loss" for n in self.loss_names]
+                + ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"]
+                + [f"val/{n}_loss" for n in self.loss_names] + ["x/lr0", "x/lr1", "x/lr2"])
+
+    def log_epoch(self, epoch: int, mloss: torch.Tensor, results: validate.ValResult, lrs: list[float]) -> None:
+        values = [epoch, *mloss.tolist(), *results.metrics(), *results.losses, *lrs]
+        new = not self.csv.exists()
+        with open(self.csv, "a", newline="") as f:
+            if new:
+                f.write(",".join("%20s" % k for k in self.csv_header()) + "\n")
+            f.write(",".join(["%20i" % epoch] + ["%20.5g" % v for v in values[1:]]) + "\n")
+
+    def _truncate_csv(self, start_epoch: int) -> None:
+        """Drop rows of epochs that will be trained again (a kill after logging, before saving)."""
+        if not self.csv.exists():
+            return
+        lines = self.csv.read_text().splitlines()
+        keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) < start_epoch]
+        self.csv.write_text("\n".join(keep) + "\n")
+
+    def checkpoint(self, epoch: int) -> dict:
+        return {"epoch": epoch, "best_fitness": self.best_fitness, "model": deepcopy(self.model.state_dict()),
+                "ema": deepcopy(self.ema.ema.state_dict()), "updates": self.ema.updates,
+                "optimizer": self.optimizer.state_dict(), "yaml": self.model.yaml, "names": self.names,
+                "opt": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()},
+                "date": datetime.now().isoformat()}
+
+    def save(self, epoch: int, fi: float) -> None:
+        ckpt = self.checkpoint(epoch)
+        save_checkpoint(ckpt, self.wdir / "last.pt")
+        if self.best_fitness == fi:
+            save_checkpoint(ckpt, self.wdir / "best.pt")
+        if self.opt.save_period > 0 and epoch % self.opt.save_period == 0:
+            save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
+
+    def finish(self) -> None:
+        """Strip the optimizer from last/best, validate best.pt with plots, draw results.png."""
+        for f in (self.wdir / "last.pt", self.wdir / "best.pt"):
+            if f.exists():
+                ckpt = load_checkpoint(f)
+                ckpt.update(model=ckpt["ema"], ema=None, optimizer=None, updates=0, epoch=-1)
+                save_checkpoint(ckpt, f)
+        best = self.wdir / "best.pt"
+        if best.exists() and not self.opt.noval:
+            LOGGER.info(f"\nValidating {best}...")
+            model = DetectionModel.from_checkpoint(load_checkpoint(best)).to(self.device)
+            validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=model,
+                         single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
+                         plots=not self.opt.noplots, verbose=True, criterion=self.criterion)
+        if not self.opt.noplots and self.csv.exists():
+            plot_results(self.csv)
+        LOGGER.info(f"Results saved to {self.save_dir}")
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=str, default="", help="initial weights: our .pt or a YOLOv5 v7.0 .pt")
+    p.add_argument("--cfg", type=str, default="", help="model YAML (path or name in models/)")
+    p.add_argument("--data", type=str, default="shapes.yaml", help="dataset YAML (path or name in data/)")
+    p.add_argument("--hyp", type=str, default="hyp.scratch-low.yaml", help="hyperparameters (path or data/hyps/)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+                   help="train/val image size (default: the dataset YAML's imgsz, else 640)")
+    p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the newest run, or a last.pt")
+    p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
+    p.add_argument("--noval", action="store_true", help="only validate the final epoch")
+    p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--cache", type=str, nargs="?", const="ram", help="image cache: ram or disk")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
+    p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--project", default=str(ROOT / "runs" / "train"))
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")
+    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--close-mosaic", type=int, default=0, help="turn mosaic/mixup off for the last N epochs")
+    return p.parse_args(argv)
+
+
+def resolve_opt(opt: argparse.Namespace) -> argparse.Namespace:
+    """Apply --resume (the run's own options), resolve names, pick the run folder."""
+    if opt.resume:
+        last = latest_run(ROOT / "runs") if opt.resume is True else Path(opt.resume)
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume {opt.resume}: checkpoint not found")
+        run_opt = yaml_load(last.parent.parent / "opt.yaml")
+        opt = argparse.Namespace(**{**vars(opt), **run_opt})
+        opt.weights, opt.resume, opt.cfg = str(last), True, ""
+        return opt
+    opt.hyp = str(find_in_dir(opt.hyp, ROOT / "data" / "hyps", "hyperparameter file"))
+    if not opt.imgsz:
+        opt.imgsz = int(check_dataset(opt.data).get("imgsz", 640))
+    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+    return opt
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    opt = parse_opt(argv)
+    try:
+        opt = resolve_opt(opt)
+        save_dir = Path(opt.save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(opt)
+        if not opt.resume:
+            yaml_save(save_dir / "hyp.yaml", yaml_load(opt.hyp))
+            yaml_save(save_dir / "opt.yaml", vars(opt))
+        trainer.fit()
+    except (FileNotFoundError, ValueError) as e:
+        LOGGER.error(f"error: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -140,3 +140,49 @@ class Concat(nn.Module):
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(x, self.d)
+
+
+# ---------------------------------------------------------------------------------------------
+# YOLOX blocks that YOLOv5 lacks (depthwise variants used by YOLOX-Nano)
+# ---------------------------------------------------------------------------------------------
+class DWSConv(nn.Module):
+    """YOLOX's ``DWConv``: a depthwise k x k Conv (groups = c1) then a pointwise 1x1 Conv, each with BN and
+    activation. (YOLOv5's ``DWConv`` is the depthwise half alone.)"""
+
+    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, act: bool | nn.Module = True):
+        super().__init__()
+        self.dconv = Conv(c1, c1, k, s, g=c1, act=act)
+        self.pconv = Conv(c1, c2, 1, 1, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pconv(self.dconv(x))
+
+
+class BottleneckDW(nn.Module):
+    """``Bottleneck`` whose 3x3 is a ``DWSConv`` (YOLOX's Bottleneck with depthwise=True)."""
+
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, e: float = 0.5):
+        super().__init__()
+        c_ = int(c2 * e)
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = DWSConv(c_, c2, 3, 1)
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv2(self.cv1(x))
+        return x + y if self.add else y
+
+
+class C3DW(nn.Module):
+    """``C3`` with ``BottleneckDW`` inside (YOLOX's CSPLayer with depthwise=True, as in YOLOX-Nano)."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, e: float = 0.5):
+        super().__init__()
+        c_ = int(c2 * e)
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c1, c_, 1, 1)
+        self.cv3 = Conv(2 * c_, c2, 1)
+        self.m = nn.Sequential(*(BottleneckDW(c_, c_, shortcut, e=1.0) for _ in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))

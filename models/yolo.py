@@ -29,6 +29,7 @@ import yaml
 from torch import nn
 
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus
+from models.common import C3DW, BottleneckDW, DWSConv
 from models.heads import HEADS
 from models.heads.base import Head
 from utils.torch_utils import LOGGER, count_params, model_info, profile_module
@@ -58,6 +59,9 @@ MODULES: dict[str, Block] = {
     "C3": Block(C3, IN_OUT, repeats_inside=True),
     "SPP": Block(SPP, IN_OUT),
     "SPPF": Block(SPPF, IN_OUT),
+    "DWSConv": Block(DWSConv, IN_OUT),
+    "BottleneckDW": Block(BottleneckDW, IN_OUT),
+    "C3DW": Block(C3DW, IN_OUT, repeats_inside=True),
     "Concat": Block(Concat, CONCAT),
     "nn.Upsample": Block(nn.Upsample, SAME),
     "nn.MaxPool2d": Block(nn.MaxPool2d, SAME),

@@ -36,6 +36,22 @@ def decode_yolov5(t_xy: Tensor, t_wh: Tensor, cell_xy: Tensor | float, anchor_wh
     return xy, wh
 
 
+def decode_yolox(t_xy: Tensor, t_wh: Tensor, cell_xy: Tensor | float,
+                 stride: Tensor | float) -> tuple[Tensor, Tensor]:
+    """YOLOX's anchor-free box coder: raw outputs -> box centre and size in pixels.
+
+    xy = (t_xy + cell) * stride (an unbounded offset from the cell's top-left corner, no sigmoid),
+    wh = exp(t_wh) * stride. ``cell_xy`` holds grid indices, broadcastable to ``t_xy``; ``stride`` too.
+    """
+    return (t_xy + cell_xy) * stride, t_wh.exp() * stride
+
+
+def encode_yolox(xy: Tensor, wh: Tensor, cell_xy: Tensor | float, stride: Tensor | float,
+                 eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """Inverse of ``decode_yolox`` (YOLOX's L1 target): t_xy = xy / stride - cell, t_wh = log(wh / stride + eps)."""
+    return xy / stride - cell_xy, torch.log(wh / stride + eps)
+
+
 # ---------------------------------------------------------------------------------------------
 # Box formats. Every function takes a torch tensor or a numpy array (..., 4) and returns the same kind.
 # ---------------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ P positives (target x anchor x cell matches) on one level.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import sigmoid_focal_loss
+from torch.nn import functional as F
+from torchvision.ops import box_convert, sigmoid_focal_loss
 
-from utils.boxes import bbox_iou, decode_yolov5
+from utils.assigners import SimOTAResult, simota_assign
+from utils.boxes import bbox_iou, decode_yolov5, decode_yolox, encode_yolox, make_grid
 
 # neighbour cells a target may also be assigned to: itself, left, up, right, down (offset 0.5)
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
@@ -138,3 +141,155 @@ class YOLOv5Loss:
             lobj = lobj + self.bce_obj(p[..., 4], tobj) * balance
         items = torch.stack((lbox * self.box_gain, lobj * self.obj_gain, lcls * self.cls_gain))
         return items.sum() * raw[0].shape[0], items.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# YOLOX: anchor-free decoupled head, SimOTA assignment
+# Shape shorthand: B batch, N cells over all levels, G ground truths per image (padded), nc classes.
+# ---------------------------------------------------------------------------------------------
+YOLOX_NOMINAL_BATCH = 64  # YOLOX's lr (0.01) is set for a mean-per-positive loss over 64 images
+YOLOX_IOU_WEIGHT = 5.0
+
+
+class PaddedTargets(NamedTuple):
+    """Ground truths padded per image: boxes (B, G, 4) cxcywh px, labels (B, G) long, mask (B, G) bool."""
+    boxes: Tensor
+    labels: Tensor
+    mask: Tensor
+
+
+def pad_targets(targets: Tensor, batch_size: int, img_w: float, img_h: float) -> PaddedTargets:
+    """(M, 6) ``[image, class, cx, cy, w, h]`` normalised -> per-image padded tensors in pixels.
+
+    Rows are scattered to (image, rank within image) with no Python loop; G = the largest count in the
+    batch (at least 1, so that an all-empty batch still has a fully masked row). Reading G is the one
+    host sync: a padded shape depends on the data.
+    """
+    if targets.ndim != 2 or targets.shape[1] != 6:
+        raise ValueError(f"targets must be (M, 6) [image, class, cx, cy, w, h], got shape {tuple(targets.shape)}")
+    device, m = targets.device, targets.shape[0]
+    img = targets[:, 0].long()
+    counts = torch.zeros(batch_size, dtype=torch.long, device=device)
+    try:
+        counts.scatter_add_(0, img, torch.ones_like(img))
+    except RuntimeError as e:  # CPU; CUDA asserts instead
+        raise ValueError(f"targets hold an image index outside [0, {batch_size}): {e}") from None
+    g = max(int(counts.max()), 1) if m else 1
+    order = torch.sort(img, stable=True).indices
+    img_sorted = img[order]
+    first = counts.cumsum(0) - counts  # (B,) position of each image's first row in the sorted order
+    rank = torch.arange(m, device=device) - first[img_sorted]
+    scale = torch.tensor([img_w, img_h, img_w, img_h], device=device, dtype=torch.float32)
+    boxes = torch.zeros((batch_size, g, 4), device=device)
+    labels = torch.zeros((batch_size, g), dtype=torch.long, device=device)
+    mask = torch.zeros((batch_size, g), dtype=torch.bool, device=device)
+    boxes[img_sorted, rank] = targets[order, 2:6].float() * scale
+    labels[img_sorted, rank] = targets[order, 1].long()
+    mask[img_sorted, rank] = True
+    return PaddedTargets(boxes, labels, mask)
+
+
+class YOLOXLoss:
+    """YOLOX's loss (paper / release 0.3.0) for ``YOLOXHead``.
+
+    SimOTA picks the positives (``utils.assigners.simota_assign``; hyp ``simota_center_only: true``
+    switches to YOLOX main's centre-only rule, radius 1.5). Terms, each summed and divided by the number
+    of positives in the batch (>= 1):
+    iou = 5 * (1 - IoU^2) on positives; obj = BCE against the 0/1 positive mask on every cell;
+    cls = BCE on positives against the one-hot class scaled by the assigned IoU; l1 = |raw - encoded gt|
+    on positives, only after ``on_close_mosaic()``.
+
+    Reduction: YOLOX applies lr 0.01 to this per-positive mean over 64 images; YOLOv5's pipeline applies
+    lr 0.01 to the sum over a nominal 64 images of per-image items (``total = sum(items) * bs``, gradients
+    accumulated to 64 images). So ``items`` = YOLOX's terms / 64: accumulated to 64 images the gradient
+    is YOLOX's, and the logged items are of YOLOv5's size. YOLOv5's ``box``/``obj``/``cls`` gains belong
+    to its own loss and are not used here.
+    """
+
+    loss_names = ("iou", "obj", "cls", "l1")
+
+    def __init__(self, nc: int, strides: Tensor | list[float], hyp: dict, label_smoothing: float = 0.0):
+        self.nc = nc
+        self.strides = [float(s) for s in strides]
+        if not self.strides or min(self.strides) <= 0:
+            raise ValueError(f"YOLOXLoss: strides must be positive, got {self.strides} (was the model initialised?)")
+        self.center_only = bool(hyp.get("simota_center_only", False))
+        self.center_radius = float(hyp.get("simota_center_radius", 1.5 if self.center_only else 2.5))
+        self.cp, self.cn = smooth_bce(label_smoothing)
+        self.use_l1 = False
+        self._cells: tuple | None = None  # (key, cell (N, 2), stride (N, 1))
+
+    def on_close_mosaic(self) -> None:
+        """The no-augmentation epochs begin: add the L1 term, as YOLOX does."""
+        self.use_l1 = True
+
+    def flatten(self, raw: list[Tensor]) -> Tensor:
+        """Per-level ``(B, 1, ny, nx, 5 + nc)`` -> ``(B, N, 5 + nc)`` float32, levels in order."""
+        if len(raw) != len(self.strides):
+            raise ValueError(f"YOLOXLoss: {len(raw)} output levels for {len(self.strides)} strides")
+        for i, p in enumerate(raw):
+            if p.ndim != 5 or p.shape[1] != 1 or p.shape[-1] != 5 + self.nc:
+                raise ValueError(f"YOLOXLoss: level {i} output has shape {tuple(p.shape)}, expected "
+                                 f"(B, 1, ny, nx, {5 + self.nc})")
+        return torch.cat([p.reshape(p.shape[0], -1, p.shape[-1]) for p in raw], 1).float()
+
+    def cells(self, raw: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Cell indices ``(N, 2)`` and strides ``(N, 1)`` of the flattened cells, cached per feature size."""
+        shapes = tuple(tuple(p.shape[2:4]) for p in raw)
+        key = (shapes, raw[0].device)
+        if self._cells is None or self._cells[0] != key:
+            device = raw[0].device
+            cell = torch.cat([make_grid(nx, ny, device).view(-1, 2) for ny, nx in shapes])
+            stride = torch.cat([torch.full((ny * nx, 1), s, device=device)
+                                for (ny, nx), s in zip(shapes, self.strides)])
+            self._cells = (key, cell, stride)
+        return self._cells[1], self._cells[2]
+
+    def decode(self, raw: list[Tensor]) -> Tensor:
+        """``(B, N, 4)`` cxcywh pixel boxes, with the head's coder (``decode_yolox``)."""
+        pred = self.flatten(raw)
+        cell, stride = self.cells(raw)
+        return torch.cat(decode_yolox(pred[..., 0:2], pred[..., 2:4], cell, stride), -1)
+
+    def __call__(self, raw: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
+        """raw: per level (B, 1, ny, nx, 5 + nc); targets: (M, 6) normalised -> (total, items (4,))."""
+        pred = self.flatten(raw)  # (B, N, no)
+        cell, stride = self.cells(raw)
+        pred_box = torch.cat(decode_yolox(pred[..., 0:2], pred[..., 2:4], cell, stride), -1)  # (B, N, 4) cxcywh
+        ny, nx = raw[0].shape[2:4]
+        gt = pad_targets(targets.to(pred.device), pred.shape[0], nx * self.strides[0], ny * self.strides[0])
+        assigned = self.assign(pred, pred_box, cell, stride, gt)
+        terms = self.terms(pred, pred_box, cell, stride, gt, assigned)
+        items = terms / YOLOX_NOMINAL_BATCH
+        return items.sum() * pred.shape[0], items.detach()
+
+    def assign(self, pred: Tensor, pred_box: Tensor, cell: Tensor, stride: Tensor, gt: PaddedTargets) -> SimOTAResult:
+        """SimOTA on detached predictions; priors are the cell centres."""
+        priors = torch.cat(((cell + 0.5) * stride, stride, stride), 1)  # (N, 4) [cx, cy, sx, sy]
+        return simota_assign(
+            box_convert(pred_box.detach(), "cxcywh", "xyxy"), pred[..., 5:].detach(), pred[..., 4:5].detach(),
+            priors, box_convert(gt.boxes, "cxcywh", "xyxy"), gt.labels, gt.mask,
+            center_radius=self.center_radius, center_only=self.center_only)
+
+    def terms(self, pred: Tensor, pred_box: Tensor, cell: Tensor, stride: Tensor, gt: PaddedTargets,
+              assigned: SimOTAResult) -> Tensor:
+        """``(4,)`` [5 * iou, obj, cls, l1], each summed and divided by the positives; computed densely
+        over all cells with the positive mask (no data-dependent indexing, so no host sync)."""
+        fg = assigned.fg_mask  # (B, N)
+        num_fg = assigned.num_fg.clamp(min=1).float()
+        idx = assigned.assigned_gt.clamp(min=0)  # (B, N), background rows read gt 0 and are masked
+        gt_box = gt.boxes.gather(1, idx[..., None].expand(-1, -1, 4))  # (B, N, 4) cxcywh
+        zero = pred.new_zeros(())
+        iou = bbox_iou(pred_box, gt_box).squeeze(-1)  # (B, N)
+        l_iou = torch.where(fg, 1.0 - iou.square(), zero).sum() * YOLOX_IOU_WEIGHT
+        l_obj = F.binary_cross_entropy_with_logits(pred[..., 4], fg.float(), reduction="sum")
+        one_hot = F.one_hot(gt.labels.gather(1, idx), self.nc).float()  # (B, N, nc)
+        cls_target = (one_hot * (self.cp - self.cn) + self.cn) * assigned.matched_iou[..., None]
+        bce_cls = F.binary_cross_entropy_with_logits(pred[..., 5:], cls_target, reduction="none").sum(-1)
+        l_cls = torch.where(fg, bce_cls, zero).sum()
+        l_l1 = zero
+        if self.use_l1:
+            t_xy, t_wh = encode_yolox(gt_box[..., 0:2], gt_box[..., 2:4], cell, stride)
+            l1 = (pred[..., 0:4] - torch.cat((t_xy, t_wh), -1)).abs().sum(-1)
+            l_l1 = torch.where(fg, l1, zero).sum()
+        return torch.stack((l_iou, l_obj, l_cls, l_l1)) / num_fg

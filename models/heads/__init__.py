@@ -3,8 +3,10 @@
 Adding a head is one line here."""
 from models.heads.base import Head
 from models.heads.detect import Detect, DetectDcoupleHead
+from models.heads.yolox import YOLOXHead
 
 HEADS: dict[str, type[Head]] = {
     "Detect": Detect,
     "DetectDcoupleHead": DetectDcoupleHead,
+    "YOLOXHead": YOLOXHead,
 }

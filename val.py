@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.backends import load_model
+from models.backends import Backend, load_backend
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.dataloaders import check_dataset, create_dataloader
 from utils.files import increment_path
@@ -149,23 +149,26 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     data = data if isinstance(data, dict) else check_dataset(data)
     if training:
         dev = next(model.parameters()).device
+        half = half and dev.type == "cuda"
+        model.half() if half else model.float()
+        model.eval()
     else:
         dev = select_device(device, batch_size)
-        model = load_model(weights, dev)
+        model = load_backend(weights, dev, half=half and dev.type == "cuda")  # .pt, .torchscript or .onnx
+        half = model.fp16
+        if not single_cls and model.nc != int(data["nc"]):
+            raise ValueError(f"--weights {weights} predicts {model.nc} classes but {data.get('yaml_file', 'data')} "
+                             f"has nc={data['nc']}")
         save_dir = increment_path(Path(project) / name, exist_ok)
         (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-        imgsz = imgsz or data.get("imgsz", 640)
+        imgsz, rect = _backend_imgsz(model, imgsz or data.get("imgsz", 640))
         if task == "speed":
             conf_thres, iou_thres, save_json = 0.25, 0.45, False
         split = task if task in ("train", "val", "test") else "val"
-        stride = max(int(model.stride.max()), 32)
-        dataloader = create_dataloader(data[split], imgsz, batch_size, stride, pad=0.5, rect=True,
+        dataloader = create_dataloader(data[split], imgsz, batch_size, model.stride, pad=0.5, rect=rect,
                                        workers=workers, single_cls=single_cls, prefix=f"{split}: ",
                                        names=data["names"])[0]
     save_dir = Path(save_dir) if save_dir else Path(".")
-    half = half and dev.type == "cuda"
-    model.half() if half else model.float()
-    model.eval()
     nc = 1 if single_cls else int(data["nc"])
     names = {0: "item"} if single_cls else dict(data["names"])
     cm = ConfusionMatrix(nc=nc)
@@ -181,9 +184,10 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         targets = targets.to(dev)
         nb, _, height, width = im.shape
         t1 = time_sync(dev)
-        preds, raw = model(im)
+        out = model(im)
+        preds, raw = out if isinstance(out, tuple) else (out, None)  # a Backend returns the decoded tensor only
         t2 = time_sync(dev)
-        if criterion:
+        if criterion and raw is not None:
             loss += criterion([r.float() for r in raw], targets)[1]
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=dev)
         preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls,
@@ -223,6 +227,20 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     return res
 
 
+def _backend_imgsz(backend: Backend, imgsz: int) -> tuple[int, bool]:
+    """(image size, rect batches) a backend can run: a static export takes square letterboxed batches at its
+    own size (YOLOv5 runs exported formats without rect); other batch sizes are split/padded by the backend."""
+    if backend.imgsz is None:
+        return imgsz, backend.dynamic
+    h, w = backend.imgsz
+    if h != w:
+        raise ValueError(f"{backend.weights}: a static export for {h}x{w} inputs; val.py needs a square one "
+                         f"(export with --imgsz {max(h, w)} or --dynamic)")
+    if imgsz != h:
+        LOGGER.warning(f"WARNING: {backend.weights} is a static export for {h}x{w}: validating at {h}, not {imgsz}")
+    return h, False
+
+
 def _preds_to_targets(preds: list[torch.Tensor]) -> torch.Tensor:
     """NMS output -> plot_images rows ``[image, cls, cx, cy, w, h, conf]`` (pixels)."""
     rows = [torch.cat((torch.full((len(p), 1), i, device=p.device), p[:, 5:6], xyxy2xywh(p[:, :4]), p[:, 4:5]), 1)
@@ -251,7 +269,8 @@ def _summarise(stats: _Stats, nc: int, names: dict, seen: int, plots: bool, save
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=str, default="shapes.yaml", help="dataset YAML (path or name in data/)")
-    p.add_argument("--weights", type=str, required=True, help="model weights: .pt (ours or YOLOv5's)")
+    p.add_argument("--weights", type=str, required=True,
+                   help="model weights: .pt (ours or YOLOv5's), .torchscript or .onnx (export.py)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
                    help="inference size (default: the dataset's imgsz, else 640)")

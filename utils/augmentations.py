@@ -17,6 +17,8 @@ import math
 import cv2
 import numpy as np
 
+from utils.boxes import clip_boxes
+
 FILL = 114  # padding grey of letterbox, mosaic and perspective borders
 
 
@@ -51,36 +53,6 @@ def letterbox(
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     im = cv2.copyMakeBorder(im, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
     return im, (r, r), (dw, dh)
-
-
-def xywhn_to_xyxy(x: np.ndarray, w: float, h: float, padw: float = 0.0, padh: float = 0.0) -> np.ndarray:
-    """(n, 4) normalised ``cxcywh`` -> (n, 4) pixel ``xyxy`` in an image of size w x h, shifted by the padding."""
-    y = np.empty_like(x)
-    y[:, 0] = w * (x[:, 0] - x[:, 2] / 2) + padw
-    y[:, 1] = h * (x[:, 1] - x[:, 3] / 2) + padh
-    y[:, 2] = w * (x[:, 0] + x[:, 2] / 2) + padw
-    y[:, 3] = h * (x[:, 1] + x[:, 3] / 2) + padh
-    return y
-
-
-def xyxy_to_xywhn(x: np.ndarray, w: float, h: float, clip: bool = False, eps: float = 0.0) -> np.ndarray:
-    """(n, 4) pixel ``xyxy`` -> (n, 4) normalised ``cxcywh``; ``clip`` first clips to the image (less ``eps``)."""
-    if clip:
-        x = clip_xyxy(x, w - eps, h - eps)
-    y = np.empty_like(x)
-    y[:, 0] = (x[:, 0] + x[:, 2]) / 2 / w
-    y[:, 1] = (x[:, 1] + x[:, 3]) / 2 / h
-    y[:, 2] = (x[:, 2] - x[:, 0]) / w
-    y[:, 3] = (x[:, 3] - x[:, 1]) / h
-    return y
-
-
-def clip_xyxy(x: np.ndarray, w: float, h: float) -> np.ndarray:
-    """A copy of (n, 4) ``xyxy`` boxes clipped to ``[0, w] x [0, h]``."""
-    y = x.copy()
-    y[:, [0, 2]] = y[:, [0, 2]].clip(0, w)
-    y[:, [1, 3]] = y[:, [1, 3]].clip(0, h)
-    return y
 
 
 def augment_hsv(im: np.ndarray, hgain: float, sgain: float, vgain: float, rng: np.random.Generator) -> None:
@@ -239,7 +211,7 @@ def mosaic4(
         lb[:, [2, 4]] += y1a - y1b
         out.append(lb)
     labels4 = np.concatenate(out, 0) if out else np.zeros((0, 5), np.float32)
-    labels4[:, 1:5] = clip_xyxy(labels4[:, 1:5], 2 * s, 2 * s)
+    labels4[:, 1:5] = clip_boxes(labels4[:, 1:5].copy(), (2 * s, 2 * s))
     return canvas, labels4
 
 

@@ -94,10 +94,10 @@ def xywhn2xyxy(x: Boxes, w: float = 640, h: float = 640, padw: float = 0, padh: 
     return y
 
 
-def xyxy2xywhn(x: Boxes, w: float = 640, h: float = 640, clip: bool = False) -> Boxes:
-    """``xyxy`` pixels -> normalised ``cxcywh``; ``clip`` first clips the boxes to the image."""
+def xyxy2xywhn(x: Boxes, w: float = 640, h: float = 640, clip: bool = False, eps: float = 0.0) -> Boxes:
+    """``xyxy`` pixels -> normalised ``cxcywh``; ``clip`` first clips the boxes to the image less ``eps``."""
     if clip:
-        x = clip_boxes(_clone(x), (h, w))
+        x = clip_boxes(_clone(x), (h - eps, w - eps))
     y = xyxy2xywh(x)
     y[..., [0, 2]] = y[..., [0, 2]] / w
     y[..., [1, 3]] = y[..., [1, 3]] / h

@@ -36,8 +36,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from utils.augmentations import (augment_hsv, letterbox, mixup, mosaic4, random_flips, random_perspective,
-                                 xywhn_to_xyxy, xyxy_to_xywhn)
+from utils.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_flips, random_perspective
+from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.sources import IMG_FORMATS
 
 LOGGER = logging.getLogger("headzoo")
@@ -626,7 +626,7 @@ class LoadImagesAndLabels(Dataset):
             img, labels, shapes = self._load_letterboxed(index, rng)
         nl = len(labels)
         if nl:
-            labels[:, 1:5] = xyxy_to_xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
+            labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         if self.augment:
             augment_hsv(img, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rng)
             img = random_flips(img, labels, hyp["flipud"], hyp["fliplr"], rng)
@@ -647,7 +647,7 @@ class LoadImagesAndLabels(Dataset):
         shapes = (h0, w0), ((h / h0, w / w0), pad)
         labels = self.labels[index].copy()
         if len(labels):
-            labels[:, 1:] = xywhn_to_xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
+            labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
         if self.augment:
             img, labels = self._perspective(img, labels, rng, border=(0, 0))
         return img, labels, shapes
@@ -662,7 +662,7 @@ class LoadImagesAndLabels(Dataset):
             im, _, (h, w) = self.load_image(i)
             lb = self.labels[i].copy()
             if len(lb):
-                lb[:, 1:] = xywhn_to_xyxy(lb[:, 1:], w, h)
+                lb[:, 1:] = xywhn2xyxy(lb[:, 1:], w, h)
             ims.append(im)
             labels.append(lb)
         img4, labels4 = mosaic4(ims, labels, s, rng)

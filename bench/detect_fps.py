@@ -1,0 +1,125 @@
+"""End-to-end frames per second of detect.py on the built-in video: PyTorch (.pt) vs ONNX Runtime (.onnx).
+
+    python bench/detect_fps.py                                   # yolov5n and yolov5n-decoupled, fresh weights
+    python bench/detect_fps.py --weights runs/train/exp/weights/best.pt --threads 1 2
+
+Each model runs through ``detect.run`` on the whole video (decode, letterbox, inference, NMS, drawing, writing
+the annotated mp4), once as its .pt and once as a --dynamic ONNX export of it, so both see the same letterboxed
+input. Without --weights, freshly initialised models are used: speed does not depend on training (an untrained
+model finds nothing at conf 0.25, so NMS and drawing cost less than with a trained one). Each setting runs
+``--repeat`` times and keeps the fastest (the machine may be shared). Prints a table and writes
+runs/bench/detect_fps.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import onnxruntime  # noqa: E402
+import torch  # noqa: E402
+
+import detect  # noqa: E402
+import export  # noqa: E402
+from models.yolo import DetectionModel  # noqa: E402
+from utils.checkpoint import save_checkpoint  # noqa: E402
+from utils.dataloaders import check_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CFGS = ("yolov5n.yaml", "yolov5n-decoupled.yaml")
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", nargs="+", default=None, help=".pt files (default: fresh yolov5n, yolov5n-decoupled)")
+    p.add_argument("--source", default=None, help="video (default: the built-in shapes video)")
+    p.add_argument("--imgsz", type=int, default=320, help="inference size (px)")
+    p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                   help="intra-op thread counts to time (PyTorch and ONNX Runtime alike)")
+    p.add_argument("--repeat", type=int, default=2, help="runs per setting; the fastest is kept")
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "detect_fps.json"))
+    return p.parse_args(argv)
+
+
+def fresh_weights(folder: Path, names: dict[int, str]) -> list[Path]:
+    """Freshly initialised models of CFGS saved as our checkpoints (seeded)."""
+    paths = []
+    for cfg in CFGS:
+        torch.manual_seed(0)
+        m = DetectionModel(cfg, nc=len(names))
+        paths.append(save_checkpoint({"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": names,
+                                      "epoch": -1, "optimizer": None, "best_fitness": 0.0, "updates": 0, "opt": {},
+                                      "date": ""}, folder / f"{Path(cfg).stem}.pt"))
+    return paths
+
+
+def time_detect(weights: Path, source: str, imgsz: int, project: Path, repeat: int) -> detect.DetectResult:
+    """The fastest of ``repeat`` full detect.py runs (annotated mp4 written, as a user would run it)."""
+    runs = [detect.run(weights, source, imgsz=imgsz, project=project, name="run", exist_ok=True)
+            for _ in range(repeat)]
+    return max(runs, key=lambda r: r.fps)
+
+
+def bench(weights: list[Path], source: str, imgsz: int, threads: list[int], repeat: int, work: Path) -> list[dict]:
+    rows = []
+    for w in weights:
+        onnx = export.run(w, include=["onnx"], imgsz=[imgsz], dynamic=True)["onnx"][0]
+        for n in threads:
+            torch.set_num_threads(n)
+            for fmt, f in (("PyTorch", w), ("ONNX Runtime", onnx)):
+                r = time_detect(f, source, imgsz, work / "runs", repeat)
+                rows.append({"model": w.stem, "format": fmt, "threads": n, "frames": r.frames,
+                             "input_shape": list(r.shape), "pre_ms": r.speed_ms[0], "inference_ms": r.speed_ms[1],
+                             "nms_ms": r.speed_ms[2], "fps": r.fps})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'model':<22}{'format':<14}{'threads':>8}{'frames':>8}{'input':>16}{'pre ms':>8}{'infer ms':>10}" \
+           f"{'NMS ms':>8}{'FPS':>8}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        shape = "x".join(map(str, r["input_shape"][2:]))
+        print(f"{r['model']:<22}{r['format']:<14}{r['threads']:>8}{r['frames']:>8}{shape:>16}{r['pre_ms']:>8.1f}"
+              f"{r['inference_ms']:>10.1f}{r['nms_ms']:>8.1f}{r['fps']:>8.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse_opt(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    data = check_dataset("shapes.yaml")
+    source = opt.source or str(Path(data["path"]) / "videos" / "shapes.mp4")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if opt.weights:
+            weights, note = [Path(w) for w in opt.weights], "weights: " + ", ".join(opt.weights)
+        else:
+            weights = fresh_weights(work, data["names"])
+            note = "weights: freshly initialised models (speed does not depend on training)"
+        print(f"detect.py end-to-end on {source} at --imgsz {opt.imgsz}; {note}")
+        for w in weights:  # exports go beside the weights: copy user weights into the work folder
+            if w.parent != work:
+                (work / w.name).write_bytes(w.read_bytes())
+        rows = bench([work / w.name for w in weights], source, opt.imgsz, opt.threads, opt.repeat, work)
+    print_table(rows)
+    info = {"note": note, "source": source, "imgsz": opt.imgsz, "repeat": opt.repeat, "cpu_count": os.cpu_count(),
+            "loadavg": os.getloadavg(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "results": rows}
+    out = Path(opt.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=1))
+    print(f"\nload average {info['loadavg'][0]:.1f} on {info['cpu_count']} CPUs (a shared machine is noisy); "
+          f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Run a detector on images, videos, webcams and live streams.
+
+    python detect.py --weights best.pt --source video.mp4        # or img.jpg, dir/, 'dir/*.jpg', list.txt
+    python detect.py --weights best.onnx --source rtsp://cam/1    # or 0 (webcam), http(s)://, rtmp://, cams.streams
+    python detect.py --weights best.torchscript                   # default source: the built-in shapes video
+
+Results go to runs/detect/exp{N}/: annotated images and mp4s (the source's fps and size), labels/*.txt
+(``--save-txt``: ``cls cx cy w h [conf]`` normalised, ``<stem>_<frame>.txt`` for video and stream frames) and
+crops/<class>/*.jpg (``--save-crop``). A log line per frame; a summary (frames, mean pre-process / inference /
+NMS ms, end-to-end fps) at the end. q (with --view-img) or Ctrl-C ends the run cleanly: videos written so far
+stay playable.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from models.backends import Backend, load_backend
+from utils.annotate import Annotator, CropWriter
+from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywhn
+from utils.files import increment_path
+from utils.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
+from utils.torch_utils import LOGGER, select_device, time_sync
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What detect.py writes and shows for each frame."""
+    save_img: bool = True
+    save_txt: bool = False
+    save_conf: bool = False
+    save_crop: bool = False
+    view_img: bool = False
+    line_thickness: int = 3
+    hide_labels: bool = False
+    hide_conf: bool = False
+
+
+@dataclass
+class DetectResult:
+    """What a run did. ``end``: 'done', 'q' (key pressed), 'interrupted' (Ctrl-C) or the stream's end reason."""
+    save_dir: Path
+    frames: int = 0  # images / frames processed
+    speed_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)  # mean per image: pre-process, inference, NMS
+    seconds: float = 0.0  # wall time of the loop (reading, inference, drawing, writing)
+    end: str = "done"
+    labels: int = 0  # label files written
+    crops: int = 0
+    shape: tuple[int, ...] = ()  # the last input batch shape
+    source_summary: str = ""  # streams: frames read / dropped, reconnects; files: count and skipped
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Outputs:
+    """Per-frame outputs: labels, crops, annotated images / videos, the display window."""
+
+    def __init__(self, save_dir: Path, names: dict[int, str], opts: OutputOptions):
+        self.save_dir, self.names, self.opts = save_dir, names, opts
+        self.crops = CropWriter(save_dir / "crops")
+        self.labels = 0
+        self.view = opts.view_img and _display_available()
+        self.quit = False
+
+    def handle(self, batch: SourceBatch, i: int, im_hw: tuple[int, int], det: torch.Tensor,
+               sinks: VideoSinks) -> str:
+        """Write and show one image's detections ``det`` (n, 6) [xyxy input px, conf, cls]; -> its log text."""
+        im0 = batch.im0s[i]
+        det[:, :4] = scale_boxes(im_hw, det[:, :4], im0.shape).round()
+        stem = batch.names[i] if batch.frame == 0 else f"{batch.names[i]}_{batch.frame}"
+        if self.opts.save_txt and len(det):
+            self._write_labels(det, im0.shape, stem)
+        d = det.cpu().numpy()
+        if self.opts.save_crop:
+            self.crops.save(d, im0, self.names, stem)  # before drawing: crops are clean
+        if self.opts.save_img or self.view:
+            annotator = Annotator(im0, self.opts.line_thickness)
+            annotator.detections(d, self.names, self.opts.hide_labels, self.opts.hide_conf)
+            frame = annotator.result()
+            if self.view:
+                self._show(batch.paths[i], frame)
+            if self.opts.save_img:
+                self._save(batch, i, frame, sinks)
+        return f"{im_hw[0]}x{im_hw[1]} {describe(d, self.names)}"
+
+    def _write_labels(self, det: torch.Tensor, shape: tuple[int, ...], stem: str) -> None:
+        xywhn = xyxy2xywhn(det[:, :4], w=shape[1], h=shape[0])
+        cols = (det[:, 5:6], xywhn, det[:, 4:5]) if self.opts.save_conf else (det[:, 5:6], xywhn)
+        with open(self.save_dir / "labels" / f"{stem}.txt", "a") as f:
+            np.savetxt(f, torch.cat(cols, 1).cpu().numpy(), fmt="%g")
+        self.labels += 1
+
+    def _save(self, batch: SourceBatch, i: int, frame: np.ndarray, sinks: VideoSinks) -> None:
+        if batch.is_video or batch.is_stream:
+            sinks.write(i, self.save_dir / f"{batch.names[i]}.mp4", frame, batch.fps[i], batch.size[i])
+            return
+        path = self.save_dir / f"{batch.names[i]}{Path(batch.paths[i]).suffix}"
+        if not cv2.imwrite(str(path), frame):
+            raise OSError(f"cannot write {path}")
+
+    def _show(self, key: str, frame: np.ndarray) -> None:
+        try:
+            cv2.imshow(key, frame)
+            if cv2.waitKey(1) & 0xFF == ord("q"):
+                self.quit = True
+        except cv2.error as e:
+            reason = str(e).strip().splitlines()[-1]
+            LOGGER.warning(f"WARNING: --view-img: cannot open a window here ({reason}); continuing without display")
+            self.view = False
+
+    def close(self) -> None:
+        if self.view:
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass
+
+
+def describe(det: np.ndarray, names: dict[int, str]) -> str:
+    """'2 circles, 1 ring' (class counts of ``det`` rows [..., conf, cls]) or '(no detections)'."""
+    if not len(det):
+        return "(no detections)"
+    classes, counts = np.unique(det[:, 5].astype(int), return_counts=True)
+    return ", ".join(f"{n} {names.get(c, str(c))}{'s' * (n > 1)}" for c, n in zip(classes.tolist(), counts.tolist()))
+
+
+def _display_available() -> bool:
+    """False (with a warning) where no window can open: Linux without DISPLAY / WAYLAND_DISPLAY. OpenCV's Qt
+    backend aborts the process there instead of raising, so this is checked before the first imshow."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        LOGGER.warning("WARNING: --view-img: no display here (DISPLAY is not set); continuing without showing frames")
+        return False
+    return True
+
+
+def check_imgsz(imgsz: int | list[int] | tuple[int, ...], backend: Backend) -> tuple[int, int]:
+    """--imgsz (1 or 2 ints, h w) -> (h, w) rounded up to the stride; a static export's own size wins."""
+    hw = [imgsz] if isinstance(imgsz, int) else list(imgsz)
+    if len(hw) not in (1, 2) or any(int(x) < 1 for x in hw):
+        raise ValueError(f"--imgsz {imgsz}: give one size or two (height width), positive")
+    h, w = (int(hw[0]), int(hw[-1]))
+    s = backend.stride
+    new = (max(math.ceil(h / s) * s, s), max(math.ceil(w / s) * s, s))
+    if new != (h, w):
+        LOGGER.warning(f"WARNING: --imgsz {h} {w} must be a multiple of the stride {s}, updating to {new[0]} {new[1]}")
+    if backend.imgsz is not None and backend.imgsz != new:
+        LOGGER.warning(f"WARNING: {backend.weights} is a static export for {backend.imgsz[0]}x{backend.imgsz[1]} "
+                       f"inputs: using that size instead of --imgsz {new[0]} {new[1]}")
+        new = backend.imgsz
+    return new
+
+
+def _check_classes(classes: list[int] | None, names: dict[int, str]) -> list[int] | None:
+    bad = [c for c in classes or [] if c not in names]
+    if bad:
+        raise ValueError(f"--classes {' '.join(map(str, bad))}: the model has {len(names)} classes "
+                         f"(0-{len(names) - 1}: {', '.join(names.values())})")
+    return classes
+
+
+def _default_source() -> str:
+    """The built-in dataset's demo video (generated on first use)."""
+    from utils.dataloaders import check_dataset
+
+    return str(Path(check_dataset("shapes.yaml")["path"]) / "videos" / "shapes.mp4")
+
+
+@dataclass
+class _Timer:
+    dt: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # seconds: pre-process, inference, NMS
+
+
+def _step(batch: SourceBatch, backend: Backend, nms: dict,
+          timer: _Timer) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+    """Pre-process, infer, NMS one batch -> (input, detections per image, inference seconds)."""
+    dev = backend.device
+    t0 = time_sync(dev)
+    im = torch.from_numpy(batch.im).to(dev).to(backend.dtype) / 255  # (B, 3, H, W) in [0, 1]
+    t1 = time_sync(dev)
+    pred = backend(im)
+    t2 = time_sync(dev)
+    dets = non_max_suppression(pred, **nms)
+    t3 = time_sync(dev)
+    for k, dt in enumerate((t1 - t0, t2 - t1, t3 - t2)):
+        timer.dt[k] += dt
+    return im, dets, t2 - t1
+
+
+def _loop(src: FileSource | StreamSource, backend: Backend, sinks: VideoSinks, out: _Outputs, nms: dict,
+          result: DetectResult) -> None:
+    """Every batch of ``src`` through the model and the outputs; Ctrl-C and q end it cleanly."""
+    timer, t_start = _Timer(), time.perf_counter()
+    try:
+        for batch in src:
+            im, dets, dt_inf = _step(batch, backend, nms, timer)
+            texts = [out.handle(batch, i, tuple(im.shape[2:]), det, sinks) for i, det in enumerate(dets)]
+            result.frames += len(dets)
+            result.shape = tuple(im.shape)
+            text = texts[0] if len(texts) == 1 else "; ".join(f"{i}: {t}" for i, t in enumerate(texts))
+            LOGGER.info(f"{batch.log}{text}, {dt_inf * 1e3:.1f}ms")
+            if out.quit:
+                result.end = "q"
+                LOGGER.info("q pressed: stopping")
+                break
+    except KeyboardInterrupt:
+        result.end = "interrupted"
+        LOGGER.warning("Interrupted (Ctrl-C): stopping; outputs written so far are kept")
+    result.seconds = time.perf_counter() - t_start
+    result.speed_ms = tuple(t / max(result.frames, 1) * 1e3 for t in timer.dt)
+    if result.end == "done" and isinstance(src, StreamSource) and src.end_reason:
+        result.end = src.end_reason
+
+
+def _source_summary(src: FileSource | StreamSource) -> str:
+    if isinstance(src, StreamSource):
+        return src.summary()
+    return f"{len(src.files)} file(s)" + (f", {len(src.skipped)} unreadable and skipped" if src.skipped else "")
+
+
+def _log_summary(result: DetectResult, opts: OutputOptions) -> None:
+    LOGGER.info("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape " % result.speed_ms
+                + str(result.shape))
+    LOGGER.info(f"{result.frames} frames in {result.seconds:.2f}s: {result.fps:.1f} FPS end-to-end "
+                f"(reading, inference, NMS, drawing, writing); ended: {result.end}")
+    LOGGER.info(f"Source: {result.source_summary}")
+    if opts.save_txt:
+        LOGGER.info(f"{result.labels} label file(s) saved to {result.save_dir / 'labels'}")
+    if opts.save_crop:
+        LOGGER.info(f"{result.crops} crop(s) saved to {result.save_dir / 'crops'}")
+    LOGGER.info(f"Results saved to {result.save_dir}")
+
+
+@torch.no_grad()
+def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list[int] = 640,
+        conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000, device: str = "",
+        view_img: bool = False, save_txt: bool = False, save_conf: bool = False, save_crop: bool = False,
+        nosave: bool = False, classes: list[int] | None = None, agnostic_nms: bool = False,
+        project: str | Path = ROOT / "runs" / "detect", name: str = "exp", exist_ok: bool = False,
+        line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
+        vid_stride: int = 1, stream_config: StreamConfig | None = None) -> DetectResult:
+    """Detect on ``source`` (see the module docstring) with the model in ``weights`` (.pt, .torchscript, .onnx)."""
+    dev = select_device(device)
+    if half and dev.type != "cuda":
+        LOGGER.warning(f"WARNING: --half runs on CUDA only; device is {dev}, running FP32")
+        half = False
+    backend = load_backend(weights, dev, half=half)
+    hw = check_imgsz(imgsz, backend)
+    nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=_check_classes(classes, backend.names),
+               agnostic=agnostic_nms, max_det=max_det)
+    source = str(source) if source not in (None, "") else _default_source()
+    opts = OutputOptions(not nosave, save_txt, save_conf, save_crop, view_img, line_thickness, hide_labels, hide_conf)
+    backend.warmup(hw)
+    with load_source(source, hw, backend.stride, auto=backend.dynamic, vid_stride=vid_stride,
+                     stream_config=stream_config) as src:
+        save_dir = increment_path(Path(project) / name, exist_ok, mkdir=True)  # once the source opened
+        if save_txt:
+            (save_dir / "labels").mkdir(parents=True, exist_ok=True)
+        result, out = DetectResult(save_dir), _Outputs(save_dir, backend.names, opts)
+        try:
+            with VideoSinks() as sinks:
+                _loop(src, backend, sinks, out, nms, result)
+        finally:
+            out.close()
+    result.labels, result.crops, result.source_summary = out.labels, out.crops.saved, _source_summary(src)
+    _log_summary(result, opts)
+    return result
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=str, required=True, help="model: .pt (ours or YOLOv5's), .torchscript, .onnx")
+    p.add_argument("--source", type=str, default=None,
+                   help="file, dir, glob, .txt list, video, webcam index, stream URL or .streams file "
+                        "(default: the built-in shapes video)")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h w")
+    p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
+    p.add_argument("--view-img", action="store_true", help="show results")
+    p.add_argument("--save-txt", action="store_true", help="save results to labels/*.txt")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
+    p.add_argument("--nosave", action="store_true", help="do not save images/videos")
+    p.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
+    p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    p.add_argument("--project", default=ROOT / "runs" / "detect", help="save results to project/name")
+    p.add_argument("--name", default="exp", help="save results to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    p.add_argument("--hide-labels", action="store_true", help="hide labels")
+    p.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
+    p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    opt = parse_opt(argv)
+    try:
+        result = run(**vars(opt))
+    except (OSError, ValueError) as e:  # missing files, unwritable outputs, unreachable streams, bad flags
+        LOGGER.error(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:  # while loading or opening the source; the loop handles its own
+        LOGGER.warning("Interrupted (Ctrl-C)")
+        return 130
+    return 130 if result.end == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

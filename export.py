@@ -1,0 +1,232 @@
+"""Export a detector to TorchScript and ONNX, then check each file against PyTorch on a real image.
+
+    python export.py --weights best.pt --include torchscript onnx --imgsz 320
+    python export.py --weights best.pt --include onnx --dynamic     # any batch size and input size
+    python detect.py --weights best.onnx                            # val.py and detect.py run the files
+
+Every head exports through the head contract: ``model.set_export(True)`` makes the eval forward return only
+the decoded ``(B, N, 5 + nc)`` tensor with grids built inside the traced graph; nothing here knows the head.
+Files are written beside the weights (best.pt -> best.torchscript, best.onnx) with the class names, stride,
+input shape, ``dynamic`` and ``half`` in their metadata (see models/backends.py).
+
+ONNX: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``; torch 2.9+ defaults to the
+torch.export-based one, which needs the onnxscript package), opset 17 by default (YOLOv5 master's; v7.0 used
+12): the newest opset every ONNX Runtime since 1.14 runs, and one the legacy exporter fully supports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.backends import load_backend, load_model
+from models.yolo import DetectionModel
+from utils.augmentations import letterbox
+from utils.torch_utils import LOGGER, select_device
+
+ROOT = Path(__file__).resolve().parent
+FORMATS = {"torchscript": ".torchscript", "onnx": ".onnx"}
+TOLERANCE = 1e-3  # largest |exported - PyTorch| (pixels and probabilities) that passes the FP32 check
+
+
+def check_args(include: list[str], imgsz: list[int], batch_size: int, half: bool, dynamic: bool,
+               device: torch.device, stride: int) -> tuple[int, int]:
+    """Validate the flags -> export (h, w), rounded up to the stride."""
+    unknown = [f for f in include if f.lower() not in FORMATS]
+    if unknown or not include:
+        raise ValueError(f"--include {' '.join(include)}: choose from {', '.join(FORMATS)}")
+    if half and device.type != "cuda":
+        raise ValueError(f"--half exports FP16 on CUDA only; device is {device}: use --device 0, or drop --half")
+    if half and dynamic:
+        raise ValueError("--half is not compatible with --dynamic; use one of them")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be >= 1")
+    if len(imgsz) not in (1, 2) or min(imgsz) < 1:
+        raise ValueError(f"--imgsz {imgsz}: give one size or two (height width), positive")
+    h, w = imgsz[0], imgsz[-1]
+    new = (max(math.ceil(h / stride) * stride, stride), max(math.ceil(w / stride) * stride, stride))
+    if new != (h, w):
+        LOGGER.warning(f"WARNING: --imgsz {h} {w} must be a multiple of the stride {stride}, using {new[0]} {new[1]}")
+    return new
+
+
+def check_image(batch: int, hw: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A real image for the checks: a picture from the built-in shapes generator, letterboxed to ``hw``,
+    as a (batch, 3, H, W) tensor in [0, 1]."""
+    from data.generators.shapes import ShapesConfig, render_image
+
+    img = render_image(ShapesConfig(imgsz=max(max(hw), 64)), "val", 0)[0]  # (s, s, 3) BGR uint8
+    img = letterbox(img, hw, auto=False)[0][..., ::-1].transpose(2, 0, 1)  # (3, H, W) RGB
+    im = torch.from_numpy(np.ascontiguousarray(img)).to(device, dtype) / 255
+    return im.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
+
+
+def export_metadata(model: DetectionModel, shape: tuple[int, ...], dynamic: bool, half: bool) -> dict:
+    """What backends.py reads back: stride, class names, traced input shape, dynamic, half."""
+    return {"stride": int(model.stride.max()), "names": {int(k): v for k, v in model.names.items()},
+            "shape": list(shape), "dynamic": dynamic, "half": half}
+
+
+def export_torchscript(model: DetectionModel, im: torch.Tensor, file: Path, meta: dict) -> Path:
+    """torch.jit.trace of the export-mode model; metadata as the JSON extra file ``config.txt``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated", category=FutureWarning)
+        ts = torch.jit.trace(model, im, strict=False, check_trace=False)  # verify() checks the outputs
+    ts.save(str(file), _extra_files={"config.txt": json.dumps(meta)})
+    return file
+
+
+def export_onnx(model: DetectionModel, im: torch.Tensor, file: Path, meta: dict, opset: int, dynamic: bool,
+                simplify: bool) -> Path:
+    """ONNX ``images`` -> ``output0`` (axes batch, height, width, anchors dynamic with ``dynamic``); metadata in
+    metadata_props (JSON strings)."""
+    import onnx
+
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+: the TorchScript-based exporter is legacy
+        torch.onnx.export(model, (im,), str(file), opset_version=opset, input_names=["images"],
+                          output_names=["output0"], do_constant_folding=True, dynamo=False,
+                          dynamic_axes=axes if dynamic else None)
+    model_onnx = onnx.load(str(file))
+    onnx.checker.check_model(model_onnx)
+    if simplify:
+        model_onnx = _simplify(model_onnx)
+    for k, v in meta.items():
+        prop = model_onnx.metadata_props.add()
+        prop.key, prop.value = k, json.dumps(v)
+    onnx.save(model_onnx, str(file))
+    return file
+
+
+def _simplify(model_onnx):
+    try:
+        import onnxsim
+    except ImportError:
+        LOGGER.warning("WARNING: --simplify needs onnx-simplifier (import onnxsim), which is not installed: "
+                       "writing the model unsimplified (pip install onnxsim to simplify)")
+        return model_onnx
+    simplified, ok = onnxsim.simplify(model_onnx)
+    if not ok:
+        LOGGER.warning("WARNING: onnxsim could not validate the simplified model: keeping the original")
+        return model_onnx
+    return simplified
+
+
+def verify(file: Path, model: DetectionModel, ims: list[torch.Tensor], device: torch.device) -> float:
+    """Load ``file`` through models/backends.py and return the largest |exported - PyTorch| over ``ims``."""
+    backend = load_backend(file, device)
+    diff = 0.0
+    with torch.no_grad():
+        for im in ims:
+            ref = model(im).float()
+            got = backend(im)
+            if got.shape != ref.shape:
+                raise ValueError(f"{file}: output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} "
+                                 f"for input {tuple(im.shape)}")
+            diff = max(diff, float((got - ref).abs().max()))
+    return diff
+
+
+def _prepare(weights: str | Path, device: torch.device, half: bool) -> DetectionModel:
+    model = load_model(weights, device, fuse=True)
+    model = (model.half() if half else model.float()).eval().set_export(True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _check_inputs(im: torch.Tensor, dynamic: bool, stride: int) -> list[torch.Tensor]:
+    """The export shape, and for a dynamic export also another batch size and input size."""
+    if not dynamic:
+        return [im]
+    b, _, h, w = im.shape
+    return [im, check_image(b + 1, (h + stride, max(w - stride, stride)), im.device, im.dtype)]
+
+
+@torch.no_grad()
+def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[int] = (640, 640),
+        batch_size: int = 1, device: str = "cpu", half: bool = False, dynamic: bool = False,
+        simplify: bool = False, opset: int = 17) -> dict[str, tuple[Path, float]]:
+    """Export ``weights`` to each format in ``include`` -> {format: (file, largest difference to PyTorch)}."""
+    t0 = time.time()
+    weights, dev = Path(weights), select_device(device)
+    include = [f.lower() for f in include]
+    if weights.suffix != ".pt":
+        raise ValueError(f"--weights {weights}: export reads a .pt checkpoint (ours or YOLOv5's)")
+    model = _prepare(weights, dev, half)
+    stride = int(model.stride.max())
+    hw = check_args(include, list(imgsz), batch_size, half, dynamic, dev, max(stride, 32))
+    im = check_image(batch_size, hw, dev, torch.float16 if half else torch.float32)
+    for _ in range(2):  # dry runs: build and check the graph before tracing
+        y = model(im)
+    LOGGER.info(f"PyTorch: starting from {weights} with output shape {tuple(y.shape)} "
+                f"({weights.stat().st_size / 1e6:.1f} MB)")
+    meta = export_metadata(model, tuple(im.shape), dynamic, half)
+    results = {}
+    for fmt in dict.fromkeys(include):
+        results[fmt] = _export_one(fmt, model, im, weights.with_suffix(FORMATS[fmt]), meta, opset, dynamic,
+                                   simplify, dev, stride)
+    last = list(results.values())[-1][0]
+    LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s)\nResults saved to {weights.parent.resolve()}"
+                f"\nDetect:   python detect.py --weights {last}\nValidate: python val.py --weights {last}")
+    return results
+
+
+def _export_one(fmt: str, model: DetectionModel, im: torch.Tensor, file: Path, meta: dict, opset: int,
+                dynamic: bool, simplify: bool, dev: torch.device, stride: int) -> tuple[Path, float]:
+    prefix = {"torchscript": "TorchScript:", "onnx": "ONNX:"}[fmt]
+    t = time.time()
+    if fmt == "torchscript":
+        LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
+        export_torchscript(model, im, file, meta)
+    else:
+        LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}, opset {opset}...")
+        export_onnx(model, im, file, meta, opset, dynamic, simplify)
+    LOGGER.info(f"{prefix} export success ✅ {time.time() - t:.1f}s, saved as {file} "
+                f"({file.stat().st_size / 1e6:.1f} MB)")
+    ims = _check_inputs(im, dynamic, stride)
+    diff = verify(file, model, ims, dev)
+    shapes = ", ".join(str(tuple(x.shape)) for x in ims)
+    LOGGER.info(f"{prefix} check on a real image at {shapes}: largest |exported - PyTorch| = {diff:.3g}")
+    if diff > TOLERANCE * (10 if meta["half"] else 1):
+        LOGGER.warning(f"WARNING: {prefix} {file} differs from PyTorch by {diff:.3g} (> {TOLERANCE:g})")
+    return file, diff
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=str, required=True, help="model.pt path (ours or YOLOv5's)")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size")
+    p.add_argument("--device", default="cpu", help="cuda device, i.e. 0, or cpu")
+    p.add_argument("--half", action="store_true", help="FP16 half-precision export (CUDA only)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch size and input size")
+    p.add_argument("--simplify", action="store_true", help="ONNX: simplify the model (needs onnxsim)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
+    p.add_argument("--include", nargs="+", default=["torchscript"], help="torchscript, onnx")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    opt = parse_opt(argv)
+    try:
+        results = run(**vars(opt))
+    except (FileNotFoundError, ValueError) as e:
+        LOGGER.error(f"error: {e}")
+        return 2
+    limit = TOLERANCE * (10 if opt.half else 1)
+    return 1 if any(d > limit for _, d in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

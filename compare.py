@@ -1,0 +1,559 @@
+"""A/B-compare model configs on one training pipeline, with the run-to-run noise measured.
+
+    python compare.py --cfg yolov5n.yaml yolov5n-decoupled.yaml yolov5n-decoupled-af.yaml --epochs 30 --seeds 3
+    python compare.py --cfg yolov5n.yaml yolov5n-decoupled.yaml --data my.yaml --imgsz 320 --seeds 2 [train.py flags]
+    python compare.py --resume              # finish the newest runs/compare/exp*: skip done runs, resume the rest
+
+Every arm is trained by train.py's Trainer with the same data, hyp, schedule and image size: any flag of train.py
+is passed through and applied to every arm alike; only the model YAML differs. For seed s (0 .. --seeds - 1) every
+arm runs with ``--seed s``, so arms see the same images in the same order with the same augmentation draws, and rows
+the cfgs share (backbone, neck) start from the same initial weights: the runs of one seed are a pair. Runs land in
+``runs/compare/exp{N}/<cfg stem>/seed<s>/`` (train.py's run layout inside) plus ``compare.json`` per run (seconds
+per epoch, a hash of each epoch's first batch). A re-run with ``--name expN --exist-ok`` or ``--resume`` skips
+finished runs and resumes interrupted ones from their last.pt.
+
+The report (report.md, report.csv, map_vs_epoch.png, loss_curves.png, speed_accuracy.png in the exp folder) has,
+per cfg, parameters and GFLOPs (thop at the run's imgsz, unfused), latency (batch 1, fused, median), train seconds
+per epoch and final/best mAP as mean ± std over seeds; per cfg against the first, the paired difference in final
+mAP50-95 with a 95% t-interval and a verdict (better / worse / within noise), see utils/stats.py.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from copy import deepcopy
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import train
+from models.yolo import DetectionModel
+from utils.checkpoint import load_checkpoint
+from utils.files import increment_path, yaml_load, yaml_save
+from utils.metrics import fitness
+from utils.stats import PairedDifference, mean_std, paired_difference
+from utils.torch_utils import LOGGER, time_sync
+
+ROOT = Path(__file__).resolve().parent
+RECORD = "compare.json"  # per run: imgsz, and per epoch train/val seconds and the first batch's hash
+SET_BY_COMPARE = ("cfg", "seed", "project", "name", "exist_ok", "resume")  # train.py options compare.py owns
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and the experiment folder
+# ---------------------------------------------------------------------------------------------
+def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """compare.py's own options, and the rest (train.py flags, checked by train.py's parser)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--cfg", nargs="+", default=None, help="model YAMLs; the first is the baseline of the pairs")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cfg: 0 .. seeds-1, the same for every cfg")
+    p.add_argument("--project", default=str(ROOT / "runs" / "compare"))
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true", help="reuse project/name: skip finished runs, resume the rest")
+    p.add_argument("--resume", nargs="?", const=True, default=False,
+                   help="finish the newest compare folder (or the one given) with its own cfgs, seeds and flags")
+    p.add_argument("--latency-runs", type=int, default=50, help="timed forwards per cfg and device (0: skip)")
+    opt, train_args = p.parse_known_args(argv)
+    if not opt.resume and not opt.cfg:
+        p.error("give the cfgs to compare: --cfg yolov5n.yaml yolov5n-decoupled.yaml (or --resume)")
+    if opt.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {opt.seeds}")
+    return opt, train_args
+
+
+def train_recipe(train_args: list[str]) -> dict:
+    """train.py's options for ``train_args`` without the ones compare.py sets per run; an error when the
+    caller tried to set one of those (they would break the pairing or the run layout)."""
+    given, default = vars(train.parse_opt(train_args)), vars(train.parse_opt([]))
+    owned = [k for k in SET_BY_COMPARE if given[k] != default[k]]
+    if owned:
+        raise ValueError(f"compare.py sets {', '.join('--' + k.replace('_', '-') for k in owned)} itself: "
+                         f"use --seeds N (seeds 0..N-1), --project/--name/--exist-ok/--resume of compare.py")
+    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k not in SET_BY_COMPARE}
+
+
+def newest_experiment(project: Path) -> Path:
+    found = sorted(project.glob("*/compare.yaml"), key=os.path.getmtime)
+    if not found:
+        raise FileNotFoundError(f"--resume: no compare.yaml below {project}; give the folder, e.g. "
+                                f"--resume runs/compare/exp2")
+    return found[-1].parent
+
+
+def setup_experiment(opt: argparse.Namespace, train_args: list[str]) -> tuple[Path, dict]:
+    """The exp folder and its plan ``{cfg, seeds, train_args, recipe}``, saved as compare.yaml. A reused folder
+    must have been made with the same train.py recipe (cfgs and seeds may grow)."""
+    if opt.resume:
+        exp = newest_experiment(Path(opt.project)) if opt.resume is True else Path(opt.resume)
+        if not (exp / "compare.yaml").is_file():
+            raise FileNotFoundError(f"--resume {opt.resume}: {exp / 'compare.yaml'} not found")
+        plan = yaml_load(exp / "compare.yaml")
+        if train_args or opt.cfg:
+            LOGGER.warning(f"--resume: using the cfgs, seeds and train.py flags of {exp / 'compare.yaml'}; "
+                           f"ignoring {' '.join((opt.cfg or []) + train_args)}")
+        return exp, plan
+    exp = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    stems = [Path(c).stem for c in opt.cfg]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"--cfg {' '.join(opt.cfg)}: two cfgs share a file name stem; runs are stored by stem")
+    plan = {"cfg": list(opt.cfg), "seeds": opt.seeds, "train_args": list(train_args),
+            "recipe": train_recipe(train_args)}
+    old = exp / "compare.yaml"
+    if old.is_file():
+        before = yaml_load(old).get("recipe", {})
+        diff = sorted(k for k in set(before) | set(plan["recipe"]) if before.get(k) != plan["recipe"].get(k))
+        if diff:
+            changes = "; ".join(f"{k}: {before.get(k)!r} then, {plan['recipe'].get(k)!r} now" for k in diff)
+            raise ValueError(f"{old} was made with other train.py options ({changes}); runs of another recipe "
+                             f"are not paired: use a new --name")
+    exp.mkdir(parents=True, exist_ok=True)
+    yaml_save(old, plan)
+    return exp, plan
+
+
+# ---------------------------------------------------------------------------------------------
+# One run: its state on disk, and training it (new, or resumed from last.pt)
+# ---------------------------------------------------------------------------------------------
+def read_results(path: Path) -> list[dict[str, float]]:
+    """Rows of a YOLOv5-style results.csv (padded headers stripped) as floats; [] when there is none."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return [{k.strip(): float(v) for k, v in row.items() if k is not None} for row in rows]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable row ({e}); delete the run folder to retrain it") from e
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch stored in a checkpoint (-1 when training finished), None when there is no file."""
+    return int(load_checkpoint(path).get("epoch", -1)) if path.is_file() else None
+
+
+def run_state(run: Path, epochs: int) -> str:
+    """'finished' (results.csv has every epoch and best.pt exists, or training stopped early and stripped
+    last.pt), 'interrupted' (last.pt holds a resumable epoch) or 'new'."""
+    weights = run / "weights"
+    logged = {int(r["epoch"]) for r in read_results(run / "results.csv")}
+    if (weights / "best.pt").is_file() and set(range(epochs)) <= logged:
+        return "finished"
+    last_epoch = checkpoint_epoch(weights / "last.pt")
+    if last_epoch is None:
+        return "new"
+    return "finished" if last_epoch < 0 else "interrupted"
+
+
+def batch_digest(imgs: torch.Tensor, targets: torch.Tensor, paths) -> str:
+    """sha1 of a batch's image names, targets and pixels: equal digests mean the same data and augmentation."""
+    h = hashlib.sha1("\n".join(Path(p).name for p in paths).encode())
+    h.update(targets.detach().cpu().float().numpy().tobytes())
+    h.update(imgs.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _FirstBatchDigest:
+    """Wraps the train loader: yields its batches unchanged and keeps the digest of each pass's first batch."""
+
+    def __init__(self, loader):
+        self.loader, self.num_workers, self.digest = loader, loader.num_workers, None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == 0:
+                self.digest = batch_digest(*batch[:3])
+            yield batch
+
+
+class RecordingTrainer(train.Trainer):
+    """train.py's Trainer that also writes ``compare.json`` beside results.csv after every epoch: the train
+    and val seconds of the epoch and the digest of its first batch (the pairing check)."""
+
+    def __init__(self, opt: argparse.Namespace):
+        super().__init__(opt)
+        self.record_file = self.save_dir / RECORD
+        old = json.loads(self.record_file.read_text()) if opt.resume and self.record_file.is_file() else {}
+        self.record = {"imgsz": self.imgsz, "device": str(self.device), "epochs": old.get("epochs", {})}
+        self.train_loader = _FirstBatchDigest(self.train_loader)
+        self._epoch: dict = {}
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
+        t0 = time_sync(self.device)
+        mloss = super().train_epoch(epoch)
+        self._epoch = {"train_s": time_sync(self.device) - t0, "first_batch_sha1": self.train_loader.digest}
+        return mloss
+
+    def validate(self, run_val: bool):
+        t0 = time_sync(self.device)
+        results = super().validate(run_val)
+        self._epoch["val_s"] = time_sync(self.device) - t0
+        return results
+
+    def log_epoch(self, epoch: int, mloss: torch.Tensor, results, lrs: list[float]) -> None:
+        super().log_epoch(epoch, mloss, results, lrs)
+        self.record["epochs"][str(epoch)] = self._epoch
+        tmp = self.record_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.record, indent=1))
+        os.replace(tmp, self.record_file)
+
+
+def run_dir(exp: Path, cfg: str, seed: int) -> Path:
+    return exp / Path(cfg).stem / f"seed{seed}"
+
+
+def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str) -> None:
+    """Train one arm x seed in this process, as train.py's main would (new run, or --resume of its last.pt)."""
+    run = run_dir(exp, cfg, seed)
+    if state == "interrupted":
+        opt = train.resolve_opt(train.parse_opt([*train_args, "--resume", str(run / "weights" / "last.pt")]))
+        opt.save_dir = str(run)  # the folder may have moved since opt.yaml was written
+    else:
+        for stale in (run / "results.csv", run / RECORD):  # rows of a run killed before its first checkpoint
+            if stale.is_file():
+                LOGGER.info(f"removing {stale} of a run that saved no checkpoint")
+                stale.unlink()
+        args = [*train_args, "--cfg", cfg, "--seed", str(seed), "--project", str(run.parent), "--name", run.name,
+                "--exist-ok"]
+        opt = train.resolve_opt(train.parse_opt(args))
+    Path(opt.save_dir).mkdir(parents=True, exist_ok=True)
+    trainer = RecordingTrainer(opt)
+    if state != "interrupted":
+        yaml_save(run / "hyp.yaml", yaml_load(opt.hyp))
+        yaml_save(run / "opt.yaml", vars(opt))
+    trainer.fit()
+    del trainer
+    gc.collect()
+
+
+def train_all(exp: Path, plan: dict) -> None:
+    """Every cfg x seed, seed-major (all arms of seed 0 first, so an early stop leaves complete pairs)."""
+    epochs = int(plan["recipe"]["epochs"])
+    jobs = [(seed, cfg) for seed in range(int(plan["seeds"])) for cfg in plan["cfg"]]
+    for k, (seed, cfg) in enumerate(jobs, 1):
+        run = run_dir(exp, cfg, seed)
+        state = run_state(run, epochs)
+        tag = f"[{k}/{len(jobs)}] {Path(cfg).stem} seed {seed}"
+        if state == "finished":
+            LOGGER.info(f"{tag}: skipping finished run {run}")
+            continue
+        verb = "resuming interrupted run" if state == "interrupted" else "training"
+        LOGGER.info(f"\n{'=' * 30} {tag}: {verb} -> {run}")
+        train_run(exp, cfg, seed, plan["train_args"], state)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the runs say: per run, per cfg
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """One finished run: its curves (per logged epoch), final and best-fitness rows, seconds per epoch."""
+
+    epochs: np.ndarray       # (E,)
+    map50: np.ndarray        # (E,)
+    map: np.ndarray          # (E,) mAP50-95
+    train_loss: np.ndarray   # (E,) sum of the train/*_loss columns
+    val_loss: np.ndarray     # (E,) sum of the val/*_loss columns
+    final: tuple[float, float]  # (mAP50, mAP50-95) of the last epoch
+    best: tuple[float, float]   # (mAP50, mAP50-95) of the epoch of best fitness (best.pt)
+    train_s: float           # median train seconds per epoch (nan without compare.json)
+    first_batch: dict[int, str]  # epoch -> digest of its first batch
+    imgsz: int | None
+
+
+def summarise_run(run: Path) -> RunSummary:
+    rows = read_results(run / "results.csv")
+    if not rows:
+        raise ValueError(f"{run / 'results.csv'} has no rows: the run did not train an epoch")
+
+    def col(name: str) -> np.ndarray:
+        return np.array([r[name] for r in rows])
+
+    def loss(prefix: str) -> np.ndarray:
+        return np.array([sum(v for k, v in r.items() if k.startswith(prefix) and k.endswith("_loss")) for r in rows])
+
+    m50, m = col("metrics/mAP_0.5"), col("metrics/mAP_0.5:0.95")
+    fi = fitness(np.stack((col("metrics/precision"), col("metrics/recall"), m50, m), 1))
+    b = int(fi.argmax())
+    record = json.loads((run / RECORD).read_text()) if (run / RECORD).is_file() else {"epochs": {}}
+    train_s = [e["train_s"] for e in record["epochs"].values() if "train_s" in e]
+    return RunSummary(epochs=col("epoch").astype(int), map50=m50, map=m, train_loss=loss("train/"),
+                      val_loss=loss("val/"), final=(float(m50[-1]), float(m[-1])), best=(float(m50[b]), float(m[b])),
+                      train_s=float(np.median(train_s)) if train_s else math.nan,
+                      first_batch={int(k): e.get("first_batch_sha1") for k, e in record["epochs"].items()},
+                      imgsz=record.get("imgsz"))
+
+
+@dataclass
+class ArmSummary:
+    """One cfg over its seeds, with the model's size and speed."""
+
+    cfg: str
+    head: str
+    runs: dict[int, RunSummary]
+    imgsz: int
+    params: int
+    gflops: float | None
+    latency: dict[str, dict] = field(default_factory=dict)  # device kind -> {median_ms, p10_ms, p90_ms}
+    pair: PairedDifference | None = None  # final mAP50-95 minus the first cfg's, per seed
+
+    def stat(self, what: str) -> tuple[float, float]:
+        """mean, std over seeds of 'final50', 'final', 'best50', 'best' or 'train_s'."""
+        pick = {"final50": lambda r: r.final[0], "final": lambda r: r.final[1], "best50": lambda r: r.best[0],
+                "best": lambda r: r.best[1], "train_s": lambda r: r.train_s}[what]
+        return mean_std([pick(r) for r in self.runs.values()])
+
+
+def measure_latency(model: DetectionModel, imgsz: int, device: torch.device, runs: int) -> dict:
+    """Batch-1 forward ms of the fused eval model at ``imgsz`` on ``device``: median and p10/p90 of ``runs``."""
+    m = deepcopy(model).to(device).fuse().eval()
+    x = torch.zeros(1, model.yaml["ch"], imgsz, imgsz, device=device)
+    times = []
+    with torch.inference_mode():
+        for i in range(max(2, runs // 10) + runs):
+            t0 = time_sync(device)
+            m(x)
+            if i >= max(2, runs // 10):
+                times.append((time_sync(device) - t0) * 1000)
+    q10, q50, q90 = np.percentile(times, [10, 50, 90])
+    return {"median_ms": float(q50), "p10_ms": float(q10), "p90_ms": float(q90), "runs": runs}
+
+
+def summarise_arm(exp: Path, cfg: str, seeds: int, latency_runs: int) -> ArmSummary:
+    """Runs of ``cfg`` that finished, and its params / GFLOPs / latency from the first seed's best.pt."""
+    runs = {s: summarise_run(run_dir(exp, cfg, s)) for s in range(seeds)
+            if (run_dir(exp, cfg, s) / "results.csv").is_file()}
+    if not runs:
+        raise ValueError(f"{cfg}: no run with a results.csv under {exp / Path(cfg).stem}")
+    first = next(iter(runs))
+    best = run_dir(exp, cfg, first) / "weights" / "best.pt"
+    model = DetectionModel.from_checkpoint(load_checkpoint(best)).eval()
+    imgsz = runs[first].imgsz or int(yaml_load(best.parent.parent / "opt.yaml")["imgsz"])
+    info = model.info(imgsz)  # one counter (thop, unfused) for every arm
+    arm = ArmSummary(cfg=cfg, head=str(model.yaml["head"][-1][2]), runs=runs, imgsz=imgsz,
+                     params=int(info["parameters"]), gflops=info["gflops"])
+    if latency_runs > 0:
+        torch.use_deterministic_algorithms(False)  # training set them for reproducibility; timing wants speed
+        torch.backends.cudnn.deterministic = False
+        devices = [torch.device("cpu")] + ([torch.device("cuda:0")] if torch.cuda.is_available() else [])
+        for d in devices:
+            arm.latency[d.type] = measure_latency(model, imgsz, d, latency_runs)
+    return arm
+
+
+def pair_against_first(arms: list[ArmSummary]) -> None:
+    """Set ``arm.pair`` of every arm after the first: final mAP50-95 minus the first arm's, same seed paired."""
+    base = {s: r.final[1] for s, r in arms[0].runs.items()}
+    for arm in arms[1:]:
+        arm.pair = paired_difference(base, {s: r.final[1] for s, r in arm.runs.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: report.csv, report.md and three plots
+# ---------------------------------------------------------------------------------------------
+CSV_COLUMNS = ["cfg", "head", "seeds", "imgsz", "params", "gflops", "cpu_ms", "gpu_ms", "train_s_per_epoch",
+               "final_map50_mean", "final_map50_std", "best_map50_mean", "best_map50_std", "final_map_mean",
+               "final_map_std", "best_map_mean", "best_map_std", "d_map_mean", "d_map_lo", "d_map_hi", "d_map_seeds",
+               "verdict"]
+
+
+def csv_row(arm: ArmSummary) -> dict:
+    row = {"cfg": arm.cfg, "head": arm.head, "seeds": len(arm.runs), "imgsz": arm.imgsz, "params": arm.params,
+           "gflops": arm.gflops, "cpu_ms": arm.latency.get("cpu", {}).get("median_ms"),
+           "gpu_ms": arm.latency.get("cuda", {}).get("median_ms"), "train_s_per_epoch": arm.stat("train_s")[0]}
+    for key, name in (("final50", "final_map50"), ("best50", "best_map50"), ("final", "final_map"),
+                      ("best", "best_map")):
+        row[f"{name}_mean"], row[f"{name}_std"] = arm.stat(key)
+    p = arm.pair
+    if p is None:
+        row.update(d_map_mean=None, d_map_lo=None, d_map_hi=None, d_map_seeds="", verdict="baseline")
+    else:
+        lo, hi = p.interval or (None, None)
+        row.update(d_map_mean=p.mean, d_map_lo=lo, d_map_hi=hi, d_map_seeds=" ".join(map(str, p.seeds)),
+                   verdict=p.verdict)
+    return {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
+
+
+def write_csv(path: Path, arms: list[ArmSummary]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(csv_row(a) for a in arms)
+    return path
+
+
+def fmt_mean_std(mean: float, std: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(arms: list[ArmSummary]) -> list[str]:
+    gpu = any("cuda" in a.latency for a in arms)
+    head = ["cfg", "head", "params", "GFLOPs", "CPU ms"] + (["GPU ms"] if gpu else []) + [
+        "train s/epoch", "final mAP50", "best mAP50", "final mAP50-95", "best mAP50-95", "Δ mAP50-95 vs first",
+        "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for a in arms:
+        lat = [f"{a.latency[k]['median_ms']:.1f}" if k in a.latency else "-" for k in ("cpu", "cuda")][:1 + gpu]
+        pair = ("-", "baseline") if a.pair is None else (a.pair.describe(), a.pair.verdict)
+        maps = [fmt_mean_std(*a.stat(k)) for k in ("final50", "best50", "final", "best")]
+        cells = [a.cfg, a.head, f"{a.params:,}", "-" if a.gflops is None else f"{a.gflops:.2f}", *lat,
+                 fmt_mean_std(*a.stat("train_s"), digits=2), *maps, *pair]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+HOW_TO_READ = """\
+## How to read this
+
+- mAP values are on the val set, 0-1, as `mean ± std` over the seeds (sample std). *final* is the last epoch's
+  validation (EMA weights); *best* is the epoch of best fitness (0.1 mAP50 + 0.9 mAP50-95), the one saved as best.pt,
+  so it is biased upward by picking the maximum of a noisy curve.
+- Pairs: for seed s every arm saw the same images in the same order with the same augmentation, so
+  `d_s = mAP50-95(cfg, s) - mAP50-95(first cfg, s)` (final epoch) cancels the noise both arms share. The interval is
+  `mean(d) ± t(0.975, n-1) · sd(d) / √n` over the n paired seeds. **better** / **worse**: the whole 95% interval is
+  above / below 0; **within noise**: it contains 0 — these seeds cannot tell the two apart (more seeds or epochs
+  narrow it). With one seed there is no interval and no verdict.
+- Speed: batch 1, BatchNorm fused, eval forward without NMS, median of the timed runs at the run's imgsz
+  ({latency}); GFLOPs by thop (2 × MACs, unfused) for every arm at the same imgsz. train s/epoch: median over
+  epochs of the training part of an epoch (data loading, forward, loss, backward, optimizer; no validation),
+  mean over seeds — comparable only between runs on the same machine and load.
+- Loss curves: each head family has its own loss terms and gains, so compare a curve's shape, not its level across
+  families.
+"""
+
+
+def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], latency_runs: int) -> Path:
+    r = plan["recipe"]
+    command = " ".join(["python compare.py --cfg", *plan["cfg"], "--seeds", str(plan["seeds"]), *plan["train_args"]])
+    lines = [f"# compare: {exp.name}", "", f"`{command}`", "",
+             f"data `{r['data']}`, hyp `{Path(r['hyp']).name}`, {r['epochs']} epochs, batch {r['batch_size']}, "
+             f"imgsz {arms[0].imgsz}, seeds 0..{int(plan['seeds']) - 1}; {datetime.now():%Y-%m-%d %H:%M}", "",
+             *markdown_table(arms), "", "## Against the first cfg (final mAP50-95, paired by seed)", ""]
+    for a in arms[1:]:
+        p = a.pair
+        per_seed = ", ".join(f"seed {s}: {d:+.4f}" for s, d in zip(p.seeds, p.diffs))
+        lines.append(f"- **{Path(a.cfg).stem}** vs {Path(arms[0].cfg).stem}: {p.describe()} -> **{p.verdict}** "
+                     f"({per_seed})")
+    lines += ["", "![mAP50-95 vs epoch](map_vs_epoch.png)", "", "![loss curves](loss_curves.png)", "",
+              "![speed vs accuracy](speed_accuracy.png)", "",
+              HOW_TO_READ.format(latency=f"{latency_runs} runs" if latency_runs else "latency not measured")]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _figure(ncols: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7 * ncols, 5), tight_layout=True)
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def seed_curves(arm: ArmSummary, attr: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs (E,), values (seeds, E) with nan where a seed logged no such epoch)."""
+    epochs = np.unique(np.concatenate([r.epochs for r in arm.runs.values()]))
+    y = np.full((len(arm.runs), len(epochs)), np.nan)
+    for i, r in enumerate(arm.runs.values()):
+        y[i, np.searchsorted(epochs, r.epochs)] = getattr(r, attr)
+    return epochs, y
+
+
+def plot_band(ax, arm: ArmSummary, attr: str) -> None:
+    """Mean over seeds as a line, the seeds' min-max as a band."""
+    epochs, y = seed_curves(arm, attr)
+    line = ax.plot(epochs, np.nanmean(y, 0), marker=".", linewidth=2, label=f"{Path(arm.cfg).stem} (n={len(y)})")[0]
+    if len(y) > 1:
+        ax.fill_between(epochs, np.nanmin(y, 0), np.nanmax(y, 0), color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def plot_curves(exp: Path, arms: list[ArmSummary]) -> list[Path]:
+    """map_vs_epoch.png (mAP50-95) and loss_curves.png (total train and val loss) with seed bands."""
+    fig, (ax,) = _figure()
+    for a in arms:
+        plot_band(ax, a, "map")
+    ax.set(xlabel="epoch", ylabel="mAP50-95 (val)", title="mAP50-95 vs epoch: mean over seeds, band = min-max")
+    ax.legend()
+    fig.savefig(exp / "map_vs_epoch.png", dpi=150)
+    fig, axes = _figure(2)
+    for ax, attr, title in zip(axes, ("train_loss", "val_loss"), ("train loss (sum of terms)", "val loss")):
+        for a in arms:
+            plot_band(ax, a, attr)
+        ax.set(xlabel="epoch", ylabel="loss", title=f"{title}: mean over seeds, band = min-max")
+        ax.legend()
+    fig.savefig(exp / "loss_curves.png", dpi=150)
+    return [exp / "map_vs_epoch.png", exp / "loss_curves.png"]
+
+
+def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
+    """Final mAP50-95 (± std over seeds) against CPU latency (p10-p90 bars), or GFLOPs without latency."""
+    fig, (ax,) = _figure()
+    timed = all("cpu" in a.latency for a in arms)
+    for a in arms:
+        mean, std = a.stat("final")
+        if timed:
+            lat = a.latency["cpu"]
+            x, xerr = lat["median_ms"], [[lat["median_ms"] - lat["p10_ms"]], [lat["p90_ms"] - lat["median_ms"]]]
+        else:
+            x, xerr = a.gflops or 0.0, None
+        ax.errorbar(x, mean, xerr=xerr, yerr=0.0 if math.isnan(std) else std, fmt="o", capsize=4,
+                    label=Path(a.cfg).stem)
+        ax.annotate(Path(a.cfg).stem, (x, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    xlabel = "CPU latency, batch 1, fused (ms; bars p10-p90)" if timed else "GFLOPs"
+    ax.set(xlabel=xlabel, ylabel="final mAP50-95 (bars ± std over seeds)", title="speed vs accuracy")
+    ax.legend()
+    fig.savefig(exp / "speed_accuracy.png", dpi=150)
+    return exp / "speed_accuracy.png"
+
+
+# ---------------------------------------------------------------------------------------------
+# The story of a comparison
+# ---------------------------------------------------------------------------------------------
+def report(exp: Path, plan: dict, latency_runs: int) -> list[ArmSummary]:
+    arms = [summarise_arm(exp, cfg, int(plan["seeds"]), latency_runs) for cfg in plan["cfg"]]
+    pair_against_first(arms)
+    write_csv(exp / "report.csv", arms)
+    write_markdown(exp / "report.md", exp, plan, arms, latency_runs)
+    plot_curves(exp, arms)
+    plot_speed_accuracy(exp, arms)
+    for line in markdown_table(arms):
+        LOGGER.info(line)
+    LOGGER.info(f"\nReport: {exp / 'report.md'} ({exp / 'report.csv'}, map_vs_epoch.png, loss_curves.png, "
+                f"speed_accuracy.png)")
+    return arms
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    opt, train_args = parse_opt(argv)
+    try:
+        exp, plan = setup_experiment(opt, train_args)
+        LOGGER.info(f"compare: {len(plan['cfg'])} cfgs x {plan['seeds']} seeds -> {exp}")
+        t0 = time.time()
+        train_all(exp, plan)
+        LOGGER.info(f"training done in {(time.time() - t0) / 3600:.3f} hours")
+        report(exp, plan, opt.latency_runs)
+    except (FileNotFoundError, ValueError) as e:
+        LOGGER.error(f"error: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

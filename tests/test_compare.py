@@ -1,0 +1,286 @@
+"""compare.py end to end on a tiny generated dataset (report rows, pairing by seed, skip/resume on re-run), its
+run-state and option checks, and utils/stats.py (t-interval against scipy, verdicts)."""
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats as sps
+
+import compare
+from utils.stats import NO_INTERVAL, mean_std, paired_difference, t_interval, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    spec = {"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
+            "names": {i: n for i, n in enumerate(["circle", "ring", "square", "triangle", "star", "cross",
+                                                  "hexagon", "ellipse"])},
+            "generate": {"generator": "shapes", "seed": 1, "imgsz": 64, "n_train": 16, "n_val": 8,
+                         "max_objects": 4, "min_size": 8, "video_seconds": 0}}
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def compare_args(data: Path, project: Path, *extra: str, cfgs=CFGS, epochs: int = 1, seeds: int = 2) -> list[str]:
+    return ["--cfg", *cfgs, "--data", str(data), "--epochs", str(epochs), "--seeds", str(seeds), "--imgsz", "64",
+            "--batch-size", "4", "--workers", "0", "--noautoanchor", "--noplots", "--project", str(project),
+            "--latency-runs", "3", *extra]
+
+
+def run_compare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "compare.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=ENV)
+
+
+def first_batch(run: Path, epoch: int = 0) -> str:
+    return json.loads((run / "compare.json").read_text())["epochs"][str(epoch)]["first_batch_sha1"]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def compared(tiny_data, tmp_path_factory):
+    """Two cfgs x 2 seeds x 1 epoch, then the same command again with --exist-ok."""
+    project = tmp_path_factory.mktemp("compare")
+    first = run_compare(*compare_args(tiny_data, project))
+    assert first.returncode == 0, first.stderr[-3000:]
+    exp = project / "exp"
+    mtimes = {p: p.stat().st_mtime_ns for p in exp.glob("*/seed*/weights/best.pt")}
+    again = run_compare(*compare_args(tiny_data, project, "--exist-ok"))
+    return exp, first, again, mtimes
+
+
+def test_layout_and_report_rows(compared):
+    exp, first, _, _ = compared
+    for cfg in CFGS:
+        for s in (0, 1):
+            run = exp / Path(cfg).stem / f"seed{s}"
+            assert (run / "weights" / "best.pt").is_file() and (run / "results.csv").is_file()
+            assert yaml.safe_load((run / "opt.yaml").read_text())["seed"] == s
+    with open(exp / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["cfg"] for r in rows] == CFGS
+    assert [r["head"] for r in rows] == ["Detect", "DetectDcoupleHead"]
+    for r in rows:
+        assert r["seeds"] == "2" and r["imgsz"] == "64"
+        assert int(r["params"]) > 1e6 and float(r["gflops"]) > 0 and float(r["cpu_ms"]) > 0
+        assert float(r["train_s_per_epoch"]) > 0
+        assert 0 <= float(r["final_map_mean"]) <= float(r["final_map50_mean"]) + 1e-9 <= 1 + 1e-9
+    assert int(rows[1]["params"]) > int(rows[0]["params"])  # the decoupled head is the bigger one
+    assert rows[0]["verdict"] == "baseline" and rows[0]["d_map_mean"] == ""
+    assert rows[1]["verdict"] in ("better", "worse", "within noise") and rows[1]["d_map_seeds"] == "0 1"
+    lo, mean, hi = (float(rows[1][k]) for k in ("d_map_lo", "d_map_mean", "d_map_hi"))
+    assert lo <= mean <= hi
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "| yolov5n.yaml | Detect |" in md and "| yolov5n-decoupled.yaml | DetectDcoupleHead |" in md
+    assert f"**{rows[1]['verdict']}**" in md and "How to read" in md
+    for png in ("map_vs_epoch.png", "loss_curves.png", "speed_accuracy.png"):
+        assert (exp / png).stat().st_size > 1000
+    log = first.stdout + first.stderr
+    assert "yolov5n-decoupled seed 1: training" in log
+
+
+def test_same_seed_same_data_across_arms(compared):
+    exp = compared[0]
+    digests = {(cfg, s): first_batch(exp / Path(cfg).stem / f"seed{s}") for cfg in CFGS for s in (0, 1)}
+    assert all(digests.values())
+    for s in (0, 1):
+        assert digests[(CFGS[0], s)] == digests[(CFGS[1], s)], f"seed {s}: arms saw different first batches"
+    assert digests[(CFGS[0], 0)] != digests[(CFGS[0], 1)], "seeds 0 and 1 gave the same data order"
+
+
+def test_rerun_skips_finished_runs(compared):
+    exp, _, again, mtimes = compared
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert log.count("skipping finished run") == 4 and "Starting training" not in log
+    assert len(mtimes) == 4 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert (exp / "report.md").is_file()
+
+
+def test_killed_run_resumes_from_last_pt(tiny_data, tmp_path):
+    args = compare_args(tiny_data, tmp_path, cfgs=["yolov5n.yaml"], epochs=3, seeds=1)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "exp" / "yolov5n" / "seed0"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (run / "weights" / "last.pt").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "compare.py ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert compare.run_state(run, 3) == "interrupted"
+    out = run_compare(*args, "--exist-ok")
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert "resuming interrupted run" in log and "Resuming training" in log
+    assert [int(r["epoch"]) for r in compare.read_results(run / "results.csv")] == [0, 1, 2]
+    assert compare.run_state(run, 3) == "finished"
+    assert sorted(json.loads((run / "compare.json").read_text())["epochs"]) == ["0", "1", "2"]
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def write_results(run: Path, epochs: int) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    head = ["epoch", "train/box_loss", "metrics/precision", "metrics/recall", "metrics/mAP_0.5",
+            "metrics/mAP_0.5:0.95", "val/box_loss", "x/lr0"]
+    lines = [",".join("%20s" % h for h in head)] + [",".join(["%20i" % e] + ["%20.5g" % 0.1] * 7)
+                                                   for e in range(epochs)]
+    (run / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_run_state(tmp_path):
+    import torch
+
+    run = tmp_path / "run"
+    assert compare.run_state(run, 2) == "new"
+    write_results(run, 1)
+    assert compare.run_state(run, 2) == "new"  # rows but no checkpoint: killed before the first save
+    (run / "weights").mkdir()
+    torch.save({"model": {}, "epoch": 0}, run / "weights" / "last.pt")
+    assert compare.run_state(run, 2) == "interrupted"
+    torch.save({"model": {}, "epoch": -1}, run / "weights" / "best.pt")
+    assert compare.run_state(run, 2) == "interrupted"  # best.pt but an epoch missing
+    write_results(run, 2)
+    assert compare.run_state(run, 2) == "finished"
+    (run / "results.csv").unlink()
+    torch.save({"model": {}, "epoch": -1}, run / "weights" / "last.pt")
+    assert compare.run_state(run, 2) == "finished"  # early stop: last.pt stripped
+
+
+def test_options_compare_owns_are_refused(tmp_path, caplog):
+    opt, rest = compare.parse_opt(["--cfg", "a.yaml", "b.yaml", "--epochs", "3", "--rect", "--seeds", "2"])
+    assert opt.cfg == ["a.yaml", "b.yaml"] and opt.seeds == 2 and rest == ["--epochs", "3", "--rect"]
+    recipe = compare.train_recipe(rest)
+    assert recipe["epochs"] == 3 and recipe["rect"] is True and "seed" not in recipe and "cfg" not in recipe
+    for bad in (["--seed", "4"], ["--cfg", "x.yaml"]):
+        with pytest.raises(ValueError, match="compare.py sets"):
+            compare.train_recipe(bad)
+    assert compare.main(["--cfg", "yolov5n.yaml", "--seed", "3", "--project", str(tmp_path)]) == 2
+    assert "use --seeds N" in caplog.text and not list(tmp_path.iterdir())
+
+
+def test_changed_recipe_in_reused_folder_is_an_error(tmp_path):
+    opt, rest = compare.parse_opt(["--cfg", "a.yaml", "--project", str(tmp_path), "--epochs", "2"])
+    exp, plan = compare.setup_experiment(opt, rest)
+    assert exp == tmp_path / "exp" and plan["recipe"]["epochs"] == 2
+    opt, rest = compare.parse_opt(["--cfg", "a.yaml", "--project", str(tmp_path), "--epochs", "3", "--exist-ok"])
+    with pytest.raises(ValueError, match="epochs: 2 then, 3 now"):
+        compare.setup_experiment(opt, rest)
+    opt, rest = compare.parse_opt(["--cfg", "a.yaml", "--project", str(tmp_path), "--epochs", "3"])
+    assert compare.setup_experiment(opt, rest)[0] == tmp_path / "exp2"  # no --exist-ok: a new folder
+
+
+def fake_run(run: Path, maps: list[float], ckpt: dict) -> None:
+    """A finished run: results.csv with mAP50-95 ``maps`` per epoch (mAP50 = 2x), compare.json, best.pt."""
+    from utils.checkpoint import save_checkpoint
+
+    run.mkdir(parents=True)
+    head = ["epoch", "train/box_loss", "train/cls_loss", "metrics/precision", "metrics/recall", "metrics/mAP_0.5",
+            "metrics/mAP_0.5:0.95", "val/box_loss", "val/cls_loss", "x/lr0"]
+    rows = [[e, 1 - m, 0.5, 0.5, 0.5, 2 * m, m, 1 - m, 0.4, 0.01] for e, m in enumerate(maps)]
+    (run / "results.csv").write_text("\n".join([",".join(head)] + [",".join(map(str, r)) for r in rows]) + "\n")
+    record = {"imgsz": 64, "epochs": {str(e): {"train_s": 2.0 + e, "val_s": 0.1} for e in range(len(maps))}}
+    (run / "compare.json").write_text(json.dumps(record))
+    save_checkpoint(ckpt, run / "weights" / "best.pt")
+
+
+def test_report_from_finished_runs(tmp_path):
+    from models.yolo import DetectionModel
+
+    exp, cfgs = tmp_path / "exp", ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
+    finals = {cfgs[0]: [0.30, 0.32, 0.34], cfgs[1]: [0.33, 0.34, 0.37]}  # B beats A on every seed by 0.02-0.03
+    for cfg in cfgs:
+        m = DetectionModel(cfg, nc=2)
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
+        for s, final in enumerate(finals[cfg]):
+            fake_run(compare.run_dir(exp, cfg, s), [0.1, 0.5, final], ckpt)  # best epoch 1, final epoch 2
+    plan = {"cfg": cfgs, "seeds": 3, "train_args": ["--epochs", "3"], "recipe": compare.train_recipe(["--epochs", "3"])}
+    arms = compare.report(exp, plan, latency_runs=0)
+    assert [a.head for a in arms] == ["Detect", "DetectDcoupleHead"]
+    with open(exp / "report.csv") as f:
+        a, b = list(csv.DictReader(f))
+    assert float(a["final_map_mean"]) == pytest.approx(0.32) and float(a["final_map_std"]) == pytest.approx(0.02)
+    assert float(a["best_map_mean"]) == pytest.approx(0.5) and float(a["best_map50_mean"]) == pytest.approx(1.0)
+    assert float(a["train_s_per_epoch"]) == pytest.approx(3.0) and a["cpu_ms"] == ""
+    assert float(b["d_map_mean"]) == pytest.approx(np.mean([0.03, 0.02, 0.03]))
+    assert b["verdict"] == "better" and 0 < float(b["d_map_lo"]) < float(b["d_map_hi"])
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "0.320 ± 0.020" in md and "seed 1: +0.0200" in md and "**better**" in md
+    for png in ("map_vs_epoch.png", "loss_curves.png", "speed_accuracy.png"):
+        assert (exp / png).stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------------------- utils/stats
+@pytest.mark.parametrize("values", [[0.01, 0.03], [0.2, -0.1, 0.05], [1.0, 1.5, 0.7, 1.2, 0.9, 1.1]])
+@pytest.mark.parametrize("level", [0.95, 0.9])
+def test_t_interval_matches_scipy(values, level):
+    x = np.array(values)
+    lo, hi = t_interval(values, level)
+    ref = sps.t.interval(level, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert lo == pytest.approx(ref[0], rel=1e-9) and hi == pytest.approx(ref[1], rel=1e-9)
+
+
+def test_t_interval_textbook_quantiles():
+    for n, t975 in ((2, 12.706), (3, 4.303), (5, 2.776)):  # Student's t table, two-sided 95%
+        x = np.arange(n, dtype=float)
+        lo, hi = t_interval(x)
+        assert (hi - lo) / 2 == pytest.approx(t975 * x.std(ddof=1) / math.sqrt(n), rel=1e-3)
+
+
+def test_interval_excludes_zero_iff_paired_t_test_rejects():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 7))
+        a = rng.normal(0.4, 0.02, n)
+        b = a + rng.normal(rng.normal(0, 0.01), 0.01, n)
+        pd = paired_difference(dict(enumerate(a)), dict(enumerate(b)))
+        p = sps.ttest_rel(b, a).pvalue
+        assert (pd.verdict != "within noise") == (p < 0.05)
+        assert pd.verdict in ("within noise", "better" if pd.mean > 0 else "worse")
+
+
+def test_verdicts_and_pairing():
+    assert verdict((0.001, 0.02)) == "better" and verdict((-0.03, -0.01)) == "worse"
+    assert verdict((-0.01, 0.02)) == "within noise" and verdict((0.0, 0.02)) == "within noise"
+    assert verdict(None) == NO_INTERVAL
+    pd = paired_difference({0: 0.30, 1: 0.35, 2: 0.40}, {0: 0.31, 1: 0.36, 2: 0.415, 5: 0.9})
+    assert pd.seeds == (0, 1, 2) and pd.diffs == pytest.approx((0.01, 0.01, 0.015))  # seed 5 has no partner
+    assert pd.verdict == "better" and "95% CI" in pd.describe() and "n=3" in pd.describe()
+    one = paired_difference({0: 0.3}, {0: 0.5})
+    assert one.interval is None and one.verdict == NO_INTERVAL and NO_INTERVAL in one.describe()
+    assert math.isnan(one.std) and one.mean == pytest.approx(0.2)
+    same = paired_difference({0: 0.3, 1: 0.4}, {0: 0.3, 1: 0.4})
+    assert same.interval == (0.0, 0.0) and same.verdict == "within noise"
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_difference({0: 0.3}, {1: 0.3})
+    assert mean_std([0.2, 0.4]) == pytest.approx((0.3, math.sqrt(0.02)))
+    assert math.isnan(mean_std([0.2])[1]) and all(math.isnan(v) for v in mean_std([]))
+
+
+# ---------------------------------------------------------------------------------------------- bench smoke
+def test_bench_latency_modes_and_train_throughput(tmp_path):
+    from bench import latency, train_throughput
+
+    rows = latency.main(["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch", "1", "2", "--modes", *latency.MODES,
+                         "--runs", "1", "--warmup", "1", "--nc", "2", "--json", str(tmp_path / "lat.json")])
+    assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for m in latency.MODES for b in (1, 2)]
+    assert all(r["median_ms"] > 0 for r in rows)
+    assert json.loads((tmp_path / "lat.json").read_text())["rows"] == rows
+    rows = train_throughput.main(["--cfg", "yolov5n-decoupled-af.yaml", "--imgsz", "64", "--batch-size", "2",
+                                  "--steps", "1", "--warmup", "0", "--json", str(tmp_path / "tt.json")])
+    assert rows[0]["images_per_s"] > 0 and 20 <= rows[0]["targets"] <= 80

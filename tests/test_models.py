@@ -130,11 +130,12 @@ def test_fuse_keeps_outputs(cfg):
     _randomise_bn(model)
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
-        y0 = model(x)[0]
+        y0, raw0 = model(x)
         fused = deepcopy(model).fuse()
-        y1 = fused(x)[0]
+        y1, raw1 = fused(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
-    assert (y0 - y1).abs().max() < 1e-4
+    assert max((a - b).abs().max() for a, b in zip(raw0, raw1)) < 1e-4  # logits
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-4)  # boxes in pixels: float32 rounding scales with size
 
 
 def test_grid_rebuilt_on_size_change():

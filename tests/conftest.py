@@ -6,10 +6,26 @@ from pathlib import Path
 # oversubscription, which slows small workloads on a busy 2-core machine by an order of magnitude.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A dataset YAML whose `generate:` section makes a tiny shapes dataset (16 train / 8 val at 64 px)."""
+    root = tmp_path_factory.mktemp("tiny")
+    names = ["circle", "ring", "square", "triangle", "star", "cross", "hexagon", "ellipse"]
+    spec = {"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
+            "names": dict(enumerate(names)),
+            "generate": {"generator": "shapes", "seed": 1, "imgsz": 64, "n_train": 16, "n_val": 8,
+                         "max_objects": 4, "min_size": 8, "video_seconds": 0}}
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -23,19 +23,6 @@ CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    spec = {"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-            "names": {i: n for i, n in enumerate(["circle", "ring", "square", "triangle", "star", "cross",
-                                                  "hexagon", "ellipse"])},
-            "generate": {"generator": "shapes", "seed": 1, "imgsz": 64, "n_train": 16, "n_val": 8,
-                         "max_objects": 4, "min_size": 8, "video_seconds": 0}}
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
 def compare_args(data: Path, project: Path, *extra: str, cfgs=CFGS, epochs: int = 1, seeds: int = 2) -> list[str]:
     return ["--cfg", *cfgs, "--data", str(data), "--epochs", str(epochs), "--seeds", str(seeds), "--imgsz", "64",
             "--batch-size", "4", "--workers", "0", "--noautoanchor", "--noplots", "--project", str(project),

@@ -10,22 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    spec = {"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-            "names": {i: n for i, n in enumerate(["circle", "ring", "square", "triangle", "star", "cross",
-                                                  "hexagon", "ellipse"])},
-            "generate": {"generator": "shapes", "seed": 1, "imgsz": 64, "n_train": 16, "n_val": 8,
-                         "max_objects": 4, "min_size": 8, "video_seconds": 0}}
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 def run_py(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

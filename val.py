@@ -90,13 +90,13 @@ def _json_rows(predn: torch.Tensor, image_id: int) -> list[dict]:
              "score": round(s, 5)} for b, s, c in zip(box.tolist(), predn[:, 4].tolist(), predn[:, 5].tolist())]
 
 
-def _print_table(res: ValResult, names: dict, nt: np.ndarray, seen: int, classes: np.ndarray, ap, verbose: bool):
+def _print_table(res: ValResult, names: dict, nt: np.ndarray, seen: int, classes: np.ndarray, ap, per_class: bool):
     pf = "%22s" + "%11i" * 2 + "%11.3g" * 4
     LOGGER.info(("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95"))
     LOGGER.info(pf % ("all", seen, nt.sum(), res.mp, res.mr, res.map50, res.map))
     if nt.sum() == 0:
         LOGGER.warning("WARNING: no labels found in the val set, cannot compute metrics without labels")
-    if verbose or len(names) < 50:
+    if per_class:
         for i, c in enumerate(classes):
             LOGGER.info(pf % (names.get(int(c), str(int(c))), seen, nt[c], ap.p[i], ap.r[i], ap.ap50[i],
                               ap.ap_mean[i]))
@@ -208,7 +208,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         if plots and batch_i < 3:
             plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
             plot_images(im, _preds_to_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
-    res = _summarise(stats, nc, names, seen, plots, save_dir, verbose)
+    res = _summarise(stats, nc, names, seen, plots, save_dir, verbose or (nc < 50 and not training))  # YOLOv5's rule
     res.losses = (loss / max(len(dataloader), 1)).tolist() if criterion else []
     res.speed = tuple(x / max(seen, 1) * 1e3 for x in dt)
     if not training:
@@ -248,7 +248,7 @@ def _preds_to_targets(preds: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(rows, 0) if rows else torch.zeros((0, 7))
 
 
-def _summarise(stats: _Stats, nc: int, names: dict, seen: int, plots: bool, save_dir: Path, verbose: bool):
+def _summarise(stats: _Stats, nc: int, names: dict, seen: int, plots: bool, save_dir: Path, per_class: bool):
     cat = lambda xs, dim=0: torch.cat(xs, dim).numpy() if xs else np.zeros(0)
     tp = torch.cat(stats.correct, 0).numpy() if stats.correct else np.zeros((0, 10), bool)
     target_cls = cat(stats.target_cls).astype(int)
@@ -262,7 +262,7 @@ def _summarise(stats: _Stats, nc: int, names: dict, seen: int, plots: bool, save
     res = ValResult(mp, mr, map50, map_, [], maps, (0.0, 0.0, 0.0))
     res.per_class = {int(c): {"p": float(ap.p[i]), "r": float(ap.r[i]), "map50": float(ap.ap50[i]),
                               "map": float(ap.ap_mean[i])} for i, c in enumerate(ap.classes)}
-    _print_table(res, names, nt, seen, ap.classes, ap, verbose)
+    _print_table(res, names, nt, seen, ap.classes, ap, per_class)
     return res
 
 

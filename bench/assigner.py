@@ -41,6 +41,8 @@ from utils.boxes import make_grid  # noqa: E402
 from utils.files import yaml_load  # noqa: E402
 from utils.torch_utils import select_device, smart_optimizer, time_sync  # noqa: E402
 
+from bench.train_throughput import synthetic_targets  # noqa: E402
+
 
 def make_priors(imgsz: int, strides: list[int]) -> Tensor:
     """(N, 4) [cx, cy, stride, stride] of every cell centre, levels concatenated as a head does."""
@@ -101,19 +103,6 @@ def bench_case(opt: argparse.Namespace, priors: Tensor, objects: int, center_onl
     return row
 
 
-def synthetic_targets(batch: int, imgsz: int, nc: int, objects: int, seed: int) -> Tensor:
-    """(M, 6) normalised ``[image, class, cx, cy, w, h]`` as a dataloader yields them: 0.8x..1.2x
-    ``objects`` per image, sides of 8..imgsz/3 px, boxes inside the image."""
-    g = torch.Generator().manual_seed(seed)
-    counts = torch.randint(int(0.8 * objects), int(1.2 * objects) + 1, (batch,), generator=g)
-    img = torch.repeat_interleave(torch.arange(batch), counts).float()
-    m = img.shape[0]
-    wh = (torch.rand(m, 2, generator=g) * (imgsz / 3 - 8) + 8) / imgsz
-    xy = torch.rand(m, 2, generator=g) * (1 - wh) + wh / 2
-    cls = torch.randint(0, nc, (m,), generator=g).float()
-    return torch.cat((img[:, None], cls[:, None], xy, wh), 1)
-
-
 class _TimedAssign:
     """Wraps ``simota_assign`` where the YOLOX loss calls it and adds up the time spent inside."""
 
@@ -135,7 +124,9 @@ def bench_train_step(opt: argparse.Namespace) -> dict:
     criterion = model.criterion(hyp, opt.imgsz)
     optimizer = smart_optimizer(model, "SGD", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
     imgs = torch.rand(opt.batch, 3, opt.imgsz, opt.imgsz, generator=torch.Generator().manual_seed(opt.seed))
-    imgs, targets = imgs.to(device), synthetic_targets(opt.batch, opt.imgsz, opt.nc, opt.objects[0], opt.seed)
+    n = opt.objects[0]
+    g = torch.Generator().manual_seed(opt.seed)
+    imgs, targets = imgs.to(device), synthetic_targets(opt.batch, opt.imgsz, opt.nc, int(0.8 * n), int(1.2 * n), g)
     timer, steps, assigns = _TimedAssign(device), [], []
     utils.losses.simota_assign = timer
     try:

@@ -25,15 +25,6 @@ NAMES = {0: "a", 1: "b", 2: "c"}
 CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def real_images(n: int, imgsz: int = 64, split: str = "train") -> torch.Tensor:
     """(n, 3, imgsz, imgsz) RGB in [0, 1] from the shapes generator."""
     cfg = ShapesConfig(imgsz=imgsz, max_objects=4, min_size=10)

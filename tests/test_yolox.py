@@ -25,15 +25,6 @@ PUBLISHED = {"yolox-nano.yaml": (0.91e6, 1.08, 416), "yolox-tiny.yaml": (5.06e6,
 HYP = {"box": 0.05, "cls": 0.5, "obj": 1.0, "anchor_t": 4.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster single-threaded on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(nc: int = 2, width: float = 0.125) -> DetectionModel:
     cfg, _ = load_cfg("yolov5n-decoupled-af.yaml")
     cfg.update(nc=nc, width_multiple=width)

@@ -156,18 +156,10 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         dev = select_device(device, batch_size)
         model = load_backend(weights, dev, half=half and dev.type == "cuda")  # .pt, .torchscript or .onnx
         half = model.fp16
-        if not single_cls and model.nc != int(data["nc"]):
-            raise ValueError(f"--weights {weights} predicts {model.nc} classes but {data.get('yaml_file', 'data')} "
-                             f"has nc={data['nc']}")
-        save_dir = increment_path(Path(project) / name, exist_ok)
-        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-        imgsz, rect = _backend_imgsz(model, imgsz or data.get("imgsz", 640))
+        save_dir, imgsz, dataloader = _standalone_setup(model, data, weights, batch_size, imgsz, task, workers,
+                                                        single_cls, save_txt, Path(project) / name, exist_ok)
         if task == "speed":
             conf_thres, iou_thres, save_json = 0.25, 0.45, False
-        split = task if task in ("train", "val", "test") else "val"
-        dataloader = create_dataloader(data[split], imgsz, batch_size, model.stride, pad=0.5, rect=rect,
-                                       workers=workers, single_cls=single_cls, prefix=f"{split}: ",
-                                       names=data["names"])[0]
     save_dir = Path(save_dir) if save_dir else Path(".")
     nc = 1 if single_cls else int(data["nc"])
     names = {0: "item"} if single_cls else dict(data["names"])
@@ -225,6 +217,23 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     if not training:
         LOGGER.info(f"Results saved to {save_dir}")
     return res
+
+
+def _standalone_setup(model: Backend, data: dict, weights: str, batch_size: int, imgsz: int | None, task: str,
+                      workers: int, single_cls: bool, save_txt: bool, run_dir: Path, exist_ok: bool):
+    """For val.py run on its own: check the classes, make the run folder, build the split's loader.
+    Returns (save_dir, imgsz, dataloader)."""
+    if not single_cls and model.nc != int(data["nc"]):
+        raise ValueError(f"--weights {weights} predicts {model.nc} classes but {data.get('yaml_file', 'data')} "
+                         f"has nc={data['nc']}")
+    save_dir = increment_path(run_dir, exist_ok)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    imgsz, rect = _backend_imgsz(model, imgsz or data.get("imgsz", 640))
+    split = task if task in ("train", "val", "test") else "val"
+    dataloader = create_dataloader(data[split], imgsz, batch_size, model.stride, pad=0.5, rect=rect,
+                                   workers=workers, single_cls=single_cls, prefix=f"{split}: ",
+                                   names=data["names"])[0]
+    return save_dir, imgsz, dataloader
 
 
 def _backend_imgsz(backend: Backend, imgsz: int) -> tuple[int, bool]:

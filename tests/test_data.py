@@ -56,6 +56,27 @@ def test_shapes_difficulty_features():
     assert ((allb[:, 1:5] >= 0) & (allb[:, 1:5] <= 1)).all()
 
 
+
+def test_shapes_knobs_objects_background_and_class_colour():
+    rng = np.random.default_rng(0)
+    cfg = shapes.ShapesConfig(imgsz=160, min_objects=4, max_objects=12, empty=0.0)
+    counts = [len(shapes._sample_objects(rng, cfg)) for _ in range(200)]
+    assert min(counts) == 4 and max(counts) == 12
+    def detail(stripes: float, texture: float) -> float:  # high-frequency energy of a background
+        bg = shapes.background(np.random.default_rng(1), 64, 64, clutter=0, stripes=stripes, texture=texture)
+        return float(np.abs(cv2.Laplacian(bg, cv2.CV_32F)).mean())
+    assert detail(0.0, 0.0) < 1.0 < detail(1.0, 1.0)  # plain: a smooth two-colour field only
+    for cls in range(len(shapes.CLASS_NAMES)):  # a class hue comes back as that hue (+- 6, OpenCV's 0-180 scale)
+        want = 180 * cls / len(shapes.CLASS_NAMES)
+        bgr = shapes._object_colour(rng, np.zeros(3), 0.0, hue=want)
+        got = cv2.cvtColor(bgr.astype(np.uint8)[None, None], cv2.COLOR_BGR2HSV)[0, 0, 0]
+        assert min(abs(got - want), 180 - abs(got - want)) <= 8
+    default = shapes.ShapesConfig(**TINY)
+    same = shapes.ShapesConfig(**TINY, min_objects=1, stripes=0.4, texture=0.5, class_colour=0.0)
+    assert np.array_equal(shapes.render_image(default, "val", 3)[0], shapes.render_image(same, "val", 3)[0])
+    with pytest.raises(ValueError, match="min_objects"):
+        shapes.ShapesConfig(min_objects=5, max_objects=4)
+
 def test_video_written(tmp_path):
     cfg = shapes.ShapesConfig(video_seconds=1, video_fps=10, video_size=(96, 64), video_objects=3)
     path = shapes.write_video(tmp_path / "v.mp4", cfg)

@@ -43,7 +43,8 @@ class ShapesConfig:
     imgsz: int = 320
     n_train: int = 1000
     n_val: int = 250
-    max_objects: int = 40  # objects per image ~ log-uniform in [1, max_objects]
+    min_objects: int = 1  # objects per image ~ log-uniform in [min_objects, max_objects]
+    max_objects: int = 40
     empty: float = 0.05  # fraction of images with no object
     min_size: float = 6.0  # px, longest box side
     max_size: float = 0.5  # fraction of imgsz, longest box side
@@ -52,7 +53,10 @@ class ShapesConfig:
     blur: float = 0.3  # probability of a gaussian blur
     blur_sigma: float = 1.5  # max blur sigma, px
     clutter: int = 8  # max unlabelled background lines and arcs
+    stripes: float = 0.4  # probability of a striped background
+    texture: float = 0.5  # probability of a fine-textured background
     min_contrast: float = 60.0  # min RGB distance between object colour and the local background
+    class_colour: float = 0.0  # probability that an object takes its class's hue (else any colour)
     video_seconds: float = 10.0  # 0: no video
     video_fps: int = 25
     video_size: tuple[int, int] = (512, 320)  # (w, h)
@@ -61,12 +65,14 @@ class ShapesConfig:
     def __post_init__(self) -> None:
         checks = {
             "imgsz": self.imgsz >= 32, "n_train": self.n_train >= 1, "n_val": self.n_val >= 1,
+            "min_objects": 1 <= self.min_objects <= self.max_objects,
             "max_objects": self.max_objects >= 1, "empty": 0 <= self.empty <= 1,
             "min_size": 2 <= self.min_size,
             "max_size": 0 < self.max_size <= 1 and self.max_size * self.imgsz >= self.min_size,
             "occlusion": 0 <= self.occlusion < 1, "noise": self.noise >= 0, "blur": 0 <= self.blur <= 1,
             "blur_sigma": self.blur_sigma >= 0.5, "clutter": self.clutter >= 0,
-            "min_contrast": self.min_contrast >= 0,
+            "stripes": 0 <= self.stripes <= 1, "texture": 0 <= self.texture <= 1,
+            "min_contrast": self.min_contrast >= 0, "class_colour": 0 <= self.class_colour <= 1,
             "video_seconds": self.video_seconds >= 0, "video_fps": self.video_fps >= 1,
             "video_size": len(self.video_size) == 2 and min(self.video_size) >= 32,
             "video_objects": self.video_objects >= 0,
@@ -154,20 +160,21 @@ def render_mask(contours: list[np.ndarray], h: int, w: int, offset: np.ndarray) 
 
 
 # ---------------------------------------------------------------- images
-def background(rng: np.random.Generator, h: int, w: int, clutter: int) -> np.ndarray:
+def background(rng: np.random.Generator, h: int, w: int, clutter: int, stripes: float = 0.4,
+               texture: float = 0.5) -> np.ndarray:
     """A float32 (h, w, 3) background: two-colour smooth field, optional stripes and fine texture,
     and unlabelled clutter lines and arcs."""
     c1, c2 = rng.uniform(0, 255, (2, 3)).astype(np.float32)
     field = rng.uniform(0, 1, (int(rng.integers(2, 7)), int(rng.integers(2, 7)))).astype(np.float32)
     t = np.clip(cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)[..., None]
     img = c1 + (c2 - c1) * t
-    if rng.random() < 0.4:  # stripes
+    if rng.random() < stripes:
         a, period, amp = rng.uniform(0, np.pi), rng.uniform(6, 40), rng.uniform(5, 25)
         k = np.float32(2 * np.pi / period)
         xs, ys = np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[:, None]
         phase = xs * (k * np.cos(a)) + ys * (k * np.sin(a))
         img += (np.float32(amp) * np.sin(phase))[..., None]
-    if rng.random() < 0.5:  # fine texture
+    if rng.random() < texture:  # fine texture
         cell = int(rng.integers(2, 9))
         tex = rng.normal(0, rng.uniform(4, 20), (h // cell + 1, w // cell + 1, 3)).astype(np.float32)
         img += cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -185,9 +192,16 @@ def background(rng: np.random.Generator, h: int, w: int, clutter: int) -> np.nda
     return img
 
 
-def _object_colour(rng: np.random.Generator, local_mean: np.ndarray, min_contrast: float) -> np.ndarray:
-    """A random BGR colour at least ``min_contrast`` from ``local_mean`` (best of 8 tries)."""
-    cand = rng.uniform(0, 255, (8, 3))
+def _object_colour(rng: np.random.Generator, local_mean: np.ndarray, min_contrast: float,
+                   hue: float | None = None) -> np.ndarray:
+    """A BGR colour at least ``min_contrast`` from ``local_mean`` (best of 8 tries): any colour, or one of
+    OpenCV hue ``hue`` (0-180) +- 6 with random saturation and value."""
+    if hue is None:
+        cand = rng.uniform(0, 255, (8, 3))
+    else:
+        hsv = np.stack((np.full(8, hue) + rng.uniform(-6, 6, 8), rng.uniform(110, 255, 8), rng.uniform(90, 255, 8)), 1)
+        hsv[:, 0] %= 180
+        cand = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2BGR)[0].astype(np.float64)
     dist = np.linalg.norm(cand - local_mean, axis=1)
     ok = np.flatnonzero(dist >= min_contrast)
     return cand[ok[0]] if len(ok) else cand[dist.argmax()]
@@ -210,8 +224,8 @@ def _sample_objects(rng: np.random.Generator, cfg: ShapesConfig) -> list[tuple[i
     """(class, size px) of the objects to try in one image; sizes are capped in crowded images."""
     if rng.random() < cfg.empty:
         return []
-    n = int(np.exp(rng.uniform(0, np.log(cfg.max_objects + 1))))
-    n = min(max(n, 1), cfg.max_objects)
+    n = int(np.exp(rng.uniform(np.log(cfg.min_objects), np.log(cfg.max_objects + 1))))
+    n = min(max(n, cfg.min_objects), cfg.max_objects)
     hi = min(cfg.max_size * cfg.imgsz, cfg.imgsz * np.sqrt(1.2 / n))
     lo = min(cfg.min_size, hi)
     sizes = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
@@ -249,7 +263,7 @@ def render_image(cfg: ShapesConfig, split: str, index: int) -> tuple[np.ndarray,
     """Image ``index`` of ``split``: uint8 (s, s, 3) BGR and float32 (n, 5) ``cls cx cy w h`` normalised."""
     rng = np.random.default_rng([cfg.seed, SPLITS[split], index])
     s = cfg.imgsz
-    img = background(rng, s, s, cfg.clutter)
+    img = background(rng, s, s, cfg.clutter, cfg.stripes, cfg.texture)
     idmap = np.full((s, s), -1, np.int32)
     visible: list[int] = []
     area: list[int] = []
@@ -265,7 +279,8 @@ def render_image(cfg: ShapesConfig, split: str, index: int) -> tuple[np.ndarray,
         idmap[y0:y1, x0:x1][solid] = len(visible)
         visible.append(int(solid.sum()))
         area.append(int(solid.sum()))
-        colour = _object_colour(rng, img[y0:y1, x0:x1][solid].mean(0), cfg.min_contrast)
+        hue = 180 * cls / len(CLASS_NAMES) if cfg.class_colour and rng.random() < cfg.class_colour else None
+        colour = _object_colour(rng, img[y0:y1, x0:x1][solid].mean(0), cfg.min_contrast, hue)
         _paint(img, alpha, (y0, y1, x0, x1), colour, rng)
         x1, y1, x2, y2 = box / s
         labels.append((cls, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1))
@@ -312,7 +327,7 @@ def write_video(path: Path, cfg: ShapesConfig) -> Path:
     """A ``video_seconds`` mp4 ('mp4v') of shapes drifting, spinning and bouncing over a fixed background."""
     w, h = cfg.video_size
     rng = np.random.default_rng([cfg.seed, 2, 0])
-    bg = background(rng, h, w, cfg.clutter)
+    bg = background(rng, h, w, cfg.clutter, cfg.stripes, cfg.texture)
     k = cfg.video_objects
     cls = rng.integers(0, len(CLASS_NAMES), k)
     size = np.exp(rng.uniform(np.log(max(cfg.min_size, 12)), np.log(min(h, w) * 0.3), k))

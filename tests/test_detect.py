@@ -15,13 +15,12 @@ import pytest
 import detect
 import export
 from data.generators.shapes import ShapesConfig, render_image, write_video
-from tests.mjpeg_server import MJPEGServer
+from tests.mjpeg_server import FAST, PATIENT, MJPEGServer
 from tests.test_export import NAMES, make_checkpoint
 from utils.annotate import Annotator, CropWriter, crop_box
 from utils.plots import class_colour
-from utils.sources import StreamConfig, safe_name
+from utils.sources import safe_name
 
-FAST = StreamConfig(backoff_initial_s=0.05, backoff_max_s=0.2, give_up_s=1.0, open_timeout_s=1.0, read_timeout_s=1.0)
 
 
 def count_frames(path: Path) -> tuple[int, tuple[int, int], float]:
@@ -196,7 +195,7 @@ def test_ctrl_c_ends_cleanly_with_a_playable_mp4(weights, tmp_path):
             _thread.interrupt_main()
 
         threading.Thread(target=interrupt_when_streaming, daemon=True).start()
-        r = detect.run(weights, server.url, imgsz=64, project=tmp_path, stream_config=FAST)
+        r = detect.run(weights, server.url, imgsz=64, project=tmp_path, stream_config=PATIENT)
     assert r.end == "interrupted" and r.frames >= 1
     frames, size, _ = count_frames(r.save_dir / f"{safe_name(server.url)}.mp4")
     assert frames == r.frames and size == (64, 48)

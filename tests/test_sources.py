@@ -13,10 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.mjpeg_server import MJPEGServer
+from tests.mjpeg_server import FAST, PATIENT, MJPEGServer
 from utils.sources import (
     FileSource,
-    StreamConfig,
     StreamSource,
     VideoSink,
     VideoSinks,
@@ -27,7 +26,6 @@ from utils.sources import (
     safe_name,
 )
 
-FAST = StreamConfig(backoff_initial_s=0.05, backoff_max_s=0.2, give_up_s=1.0, open_timeout_s=1.0, read_timeout_s=1.0)
 
 
 def _write_image(path: Path, w: int, h: int, bgr=(255, 0, 0)) -> Path:
@@ -265,7 +263,7 @@ def test_streams_file_with_one_dead_url_releases_the_others(tmp_path: Path):
 
 def test_keyboard_interrupt_while_waiting_closes_the_threads():
     with MJPEGServer([3, 3], fps=30, gap_s=3.0) as server:
-        src = load_source(server.url, 64, stream_config=FAST)
+        src = load_source(server.url, 64, stream_config=PATIENT)
         timer = threading.Timer(0.6, _thread.interrupt_main)  # Ctrl-C while the stream is reconnecting
         timer.start()
         t0 = time.monotonic()

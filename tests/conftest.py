@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,3 +30,12 @@ def tiny_data(tmp_path_factory) -> Path:
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def ctrl_c():
+    """Make ``_thread.interrupt_main()`` raise KeyboardInterrupt: a process started as a background job inherits
+    SIGINT ignored, and then Python neither installs its handler nor delivers a simulated Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

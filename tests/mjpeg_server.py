@@ -18,10 +18,8 @@ import numpy as np
 
 from utils.sources import StreamConfig
 
-# stream settings for tests against this server: FAST gives up quickly; PATIENT is for tests that interrupt a
-# live stream, where a loaded machine may stall a read past FAST's 1 s and end the stream as gone first
+# stream settings for tests against this server: short back-off and timeouts, give up after 1 s
 FAST = StreamConfig(backoff_initial_s=0.05, backoff_max_s=0.2, give_up_s=1.0, open_timeout_s=1.0, read_timeout_s=1.0)
-PATIENT = StreamConfig(backoff_initial_s=0.05, backoff_max_s=0.2, give_up_s=10.0, open_timeout_s=3.0, read_timeout_s=3.0)
 
 BOUNDARY = "frame"
 

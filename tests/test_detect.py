@@ -15,7 +15,7 @@ import pytest
 import detect
 import export
 from data.generators.shapes import ShapesConfig, render_image, write_video
-from tests.mjpeg_server import FAST, PATIENT, MJPEGServer
+from tests.mjpeg_server import FAST, MJPEGServer
 from tests.test_export import NAMES, make_checkpoint
 from utils.annotate import Annotator, CropWriter, crop_box
 from utils.plots import class_colour
@@ -186,7 +186,7 @@ def test_streams_file_runs_as_one_batch_with_one_mp4_per_stream(weights, tmp_pat
         assert count_frames(r.save_dir / f"{safe_name(server.url)}.mp4")[:2] == (r.frames // 2, size)
 
 
-def test_ctrl_c_ends_cleanly_with_a_playable_mp4(weights, tmp_path):
+def test_ctrl_c_ends_cleanly_with_a_playable_mp4(weights, tmp_path, ctrl_c):
     with MJPEGServer([1000], fps=30, size=(64, 48), lifetime_s=30) as server:
         def interrupt_when_streaming():
             deadline = time.monotonic() + 20
@@ -195,7 +195,7 @@ def test_ctrl_c_ends_cleanly_with_a_playable_mp4(weights, tmp_path):
             _thread.interrupt_main()
 
         threading.Thread(target=interrupt_when_streaming, daemon=True).start()
-        r = detect.run(weights, server.url, imgsz=64, project=tmp_path, stream_config=PATIENT)
+        r = detect.run(weights, server.url, imgsz=64, project=tmp_path, stream_config=FAST)
     assert r.end == "interrupted" and r.frames >= 1
     frames, size, _ = count_frames(r.save_dir / f"{safe_name(server.url)}.mp4")
     assert frames == r.frames and size == (64, 48)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.mjpeg_server import FAST, PATIENT, MJPEGServer
+from tests.mjpeg_server import FAST, MJPEGServer
 from utils.sources import (
     FileSource,
     StreamSource,
@@ -261,9 +261,9 @@ def test_streams_file_with_one_dead_url_releases_the_others(tmp_path: Path):
         assert server.finished and server.frames_sent[0] < 300  # the first stream's connection was closed
 
 
-def test_keyboard_interrupt_while_waiting_closes_the_threads():
+def test_keyboard_interrupt_while_waiting_closes_the_threads(ctrl_c):
     with MJPEGServer([3, 3], fps=30, gap_s=3.0) as server:
-        src = load_source(server.url, 64, stream_config=PATIENT)
+        src = load_source(server.url, 64, stream_config=FAST)
         timer = threading.Timer(0.6, _thread.interrupt_main)  # Ctrl-C while the stream is reconnecting
         timer.start()
         t0 = time.monotonic()

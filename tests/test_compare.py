@@ -41,9 +41,10 @@ def first_batch(run: Path, epoch: int = 0) -> str:
 # ---------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def compared(tiny_data, tmp_path_factory):
-    """Two cfgs x 2 seeds x 1 epoch, then the same command again with --exist-ok."""
+    """Two cfgs x 2 seeds x 1 epoch, 2 runs at a time in worker processes, then the same command again with
+    --exist-ok (the in-process path, which finds nothing left to train)."""
     project = tmp_path_factory.mktemp("compare")
-    first = run_compare(*compare_args(tiny_data, project))
+    first = run_compare(*compare_args(tiny_data, project, "--jobs", "2"))
     assert first.returncode == 0, first.stderr[-3000:]
     exp = project / "exp"
     mtimes = {p: p.stat().st_mtime_ns for p in exp.glob("*/seed*/weights/best.pt")}
@@ -58,6 +59,7 @@ def test_layout_and_report_rows(compared):
             run = exp / Path(cfg).stem / f"seed{s}"
             assert (run / "weights" / "best.pt").is_file() and (run / "results.csv").is_file()
             assert yaml.safe_load((run / "opt.yaml").read_text())["seed"] == s
+            assert "Starting training" in (run / "train.log").read_text(encoding="utf-8")  # the worker's output
     with open(exp / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["cfg"] for r in rows] == CFGS
@@ -78,7 +80,17 @@ def test_layout_and_report_rows(compared):
     for png in ("map_vs_epoch.png", "loss_curves.png", "speed_accuracy.png"):
         assert (exp / png).stat().st_size > 1000
     log = first.stdout + first.stderr
-    assert "yolov5n-decoupled seed 1: training" in log
+    assert "yolov5n-decoupled seed 1: training" in log and "2 at a time" in log
+    assert log.count(": done, mAP50 ") == 4 and "Starting training" not in log
+
+
+def test_failed_worker_runs_are_reported(tiny_data, tmp_path):
+    out = run_compare(*compare_args(tiny_data, tmp_path, "--jobs", "2", cfgs=["missing-a.yaml", "missing-b.yaml"],
+                                    seeds=1))
+    assert out.returncode == 1
+    log = out.stdout + out.stderr
+    assert "2 of 2 runs failed" in log and "missing-a.yaml" in log and "Traceback" not in log
+    assert "Traceback" in (tmp_path / "exp" / "missing-a" / "seed0" / "train.log").read_text(encoding="utf-8")
 
 
 def test_same_seed_same_data_across_arms(compared):

@@ -77,6 +77,29 @@ def test_shapes_knobs_objects_background_and_class_colour():
     with pytest.raises(ValueError, match="min_objects"):
         shapes.ShapesConfig(min_objects=5, max_objects=4)
 
+
+def test_shapes_class_subset(tmp_path):
+    cfg = shapes.ShapesConfig(**TINY, classes=("star", "square"), class_colour=1.0, occlusion=0.0, noise=0.0,
+                              min_objects=4, max_objects=8, empty=0.0)
+    labels = np.concatenate([shapes.render_image(cfg, "train", i)[1] for i in range(12)])
+    assert set(labels[:, 0].astype(int)) == {0, 1}
+    img, lb = shapes.render_image(cfg, "train", 0)
+    assert len(lb) >= 3
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    for c, x, y, _, _ in lb:  # box centres are inside a star or a square: their hue is the class's of 2 (0 or 90)
+        h = int(hsv[int(y * cfg.imgsz), int(x * cfg.imgsz), 0])
+        assert min(abs(h - 90 * c), 180 - abs(h - 90 * c)) <= 10
+    with pytest.raises(ValueError, match="classes"):
+        shapes.ShapesConfig(classes=("star", "blob"))
+    with pytest.raises(ValueError, match="classes"):
+        shapes.ShapesConfig(classes=("star", "star"))
+    base = {"path": str(tmp_path / "ds"), "train": "images/train", "val": "images/val",
+            "generate": {**TINY, "n_train": 2, "n_val": 1, "classes": ["star", "square"]}}
+    for names in (["square", "star"], ["star", "square", "circle"]):
+        with pytest.raises(ValueError, match="do not match the generated classes"):
+            check_dataset(write_yaml(tmp_path / "bad.yaml", {**base, "names": names}))
+    assert check_dataset(write_yaml(tmp_path / "ok.yaml", {**base, "names": ["star", "square"]}))["nc"] == 2
+
 def test_video_written(tmp_path):
     cfg = shapes.ShapesConfig(video_seconds=1, video_fps=10, video_size=(96, 64), video_objects=3)
     path = shapes.write_video(tmp_path / "v.mp4", cfg)

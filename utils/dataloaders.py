@@ -121,7 +121,7 @@ def check_dataset(data: str | Path) -> dict:
     if "generate" in d:
         from data.generators import ensure_generated  # data/ is optional for users of real datasets only
 
-        ensure_generated(root, d["generate"], source=str(yaml_file), log=LOGGER.info)
+        ensure_generated(root, d["generate"], source=str(yaml_file), log=LOGGER.info, names=list(names.values()))
     vals = out["val"] if isinstance(out["val"], list) else [out["val"]]
     missing = [v for v in vals if not glob.glob(v)]
     if missing:

@@ -57,6 +57,7 @@ class ShapesConfig:
     texture: float = 0.5  # probability of a fine-textured background
     min_contrast: float = 60.0  # min RGB distance between object colour and the local background
     class_colour: float = 0.0  # probability that an object takes its class's hue (else any colour)
+    classes: tuple[str, ...] = CLASS_NAMES  # the shapes drawn, class i = classes[i]; hues 180 * i / len(classes)
     video_seconds: float = 10.0  # 0: no video
     video_fps: int = 25
     video_size: tuple[int, int] = (512, 320)  # (w, h)
@@ -76,11 +77,14 @@ class ShapesConfig:
             "video_seconds": self.video_seconds >= 0, "video_fps": self.video_fps >= 1,
             "video_size": len(self.video_size) == 2 and min(self.video_size) >= 32,
             "video_objects": self.video_objects >= 0,
+            "classes": len(self.classes) >= 1 and len(set(self.classes)) == len(self.classes)
+            and set(self.classes) <= set(CLASS_NAMES),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-            raise ValueError(f"shapes generator: invalid value for {values}")
+            raise ValueError(f"shapes generator: invalid value for {values}"
+                             + (f" (classes: distinct names from {list(CLASS_NAMES)})" if "classes" in bad else ""))
 
     @classmethod
     def from_dict(cls, spec: dict, source: str = "") -> ShapesConfig:
@@ -91,8 +95,9 @@ class ShapesConfig:
             raise ValueError(f"{source or 'generate'}: unknown shapes generator key(s) {unknown}; "
                              f"valid keys: {sorted(known)}")
         spec = dict(spec)
-        if "video_size" in spec:
-            spec["video_size"] = tuple(spec["video_size"])
+        for k in ("video_size", "classes"):
+            if k in spec:
+                spec[k] = tuple(spec[k])
         return cls(**spec)
 
 
@@ -132,10 +137,9 @@ def unit_shape(name: str, rng: np.random.Generator) -> list[np.ndarray]:
     raise ValueError(f"unknown shape {name!r}; known: {CLASS_NAMES}")
 
 
-def shape_contours(cls: int, size: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """Contours of class ``cls`` stretched by its aspect range, rotated at random and scaled so the
+def shape_contours(name: str, size: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Contours of shape ``name`` stretched by its aspect range, rotated at random and scaled so the
     longest side of its bounding box is ``size`` px (centred on the origin)."""
-    name = CLASS_NAMES[cls]
     contours = unit_shape(name, rng)
     lo, hi = ASPECT[name]
     a = np.sqrt(rng.uniform(lo, hi))
@@ -229,7 +233,7 @@ def _sample_objects(rng: np.random.Generator, cfg: ShapesConfig) -> list[tuple[i
     hi = min(cfg.max_size * cfg.imgsz, cfg.imgsz * np.sqrt(1.2 / n))
     lo = min(cfg.min_size, hi)
     sizes = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-    classes = rng.integers(0, len(CLASS_NAMES), n)
+    classes = rng.integers(0, len(cfg.classes), n)
     return list(zip(classes.tolist(), sizes.tolist()))
 
 
@@ -269,7 +273,7 @@ def render_image(cfg: ShapesConfig, split: str, index: int) -> tuple[np.ndarray,
     area: list[int] = []
     labels = []
     for cls, size in _sample_objects(rng, cfg):
-        contours = shape_contours(cls, size, rng)
+        contours = shape_contours(cfg.classes[cls], size, rng)
         placed = _place(rng, contours, s, idmap, visible, area, cfg.occlusion)
         if placed is None:
             continue
@@ -279,7 +283,7 @@ def render_image(cfg: ShapesConfig, split: str, index: int) -> tuple[np.ndarray,
         idmap[y0:y1, x0:x1][solid] = len(visible)
         visible.append(int(solid.sum()))
         area.append(int(solid.sum()))
-        hue = 180 * cls / len(CLASS_NAMES) if cfg.class_colour and rng.random() < cfg.class_colour else None
+        hue = 180 * cls / len(cfg.classes) if cfg.class_colour and rng.random() < cfg.class_colour else None
         colour = _object_colour(rng, img[y0:y1, x0:x1][solid].mean(0), cfg.min_contrast, hue)
         _paint(img, alpha, (y0, y1, x0, x1), colour, rng)
         x1, y1, x2, y2 = box / s
@@ -329,12 +333,12 @@ def write_video(path: Path, cfg: ShapesConfig) -> Path:
     rng = np.random.default_rng([cfg.seed, 2, 0])
     bg = background(rng, h, w, cfg.clutter, cfg.stripes, cfg.texture)
     k = cfg.video_objects
-    cls = rng.integers(0, len(CLASS_NAMES), k)
+    cls = rng.integers(0, len(cfg.classes), k)
     size = np.exp(rng.uniform(np.log(max(cfg.min_size, 12)), np.log(min(h, w) * 0.3), k))
     pos = rng.uniform(0.15, 0.85, (k, 2)) * (w, h)
     vel = rng.uniform(-3, 3, (k, 2))
     spin = rng.uniform(-0.05, 0.05, k)
-    shapes = [shape_contours(int(c), float(s), rng) for c, s in zip(cls, size)]
+    shapes = [shape_contours(cfg.classes[c], float(s), rng) for c, s in zip(cls, size)]
     colours = rng.uniform(0, 255, (k, 3)).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), cfg.video_fps, (w, h))

@@ -31,11 +31,10 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -276,59 +275,64 @@ def train_all(exp: Path, plan: dict, jobs: int = 1) -> None:
 
 
 class RunsFailed(RuntimeError):
-    """Runs trained in worker processes raised; each run's train.log has its traceback."""
+    """Runs trained in worker processes failed; each run's train.log has its traceback."""
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, log: Path) -> None:
-    """train_run in a worker process, with everything it prints (logging, tqdm, warnings) appended to ``log``."""
+def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, threads: int) -> None:
+    """train_run in a worker process with ``threads`` torch threads, everything it prints (logging, tqdm,
+    warnings, a traceback) appended to the run's train.log."""
+    log = run_dir(exp, cfg, seed) / "train.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as f:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-        try:
-            train_run(exp, cfg, seed, train_args, state)
-        except BaseException:
-            traceback.print_exc()  # into the log; the exception itself goes back to the parent
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+    f = open(log, "a", encoding="utf-8")  # noqa: SIM115 (stays open as the process's stdout/stderr)
+    os.dup2(f.fileno(), 1)
+    os.dup2(f.fileno(), 2)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    torch.set_num_threads(threads)
+    train_run(exp, cfg, seed, train_args, state)
+
+
+def _last_line(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines() if path.is_file() else []
+    return lines[-1].strip() if lines else "no output"
 
 
 def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: int) -> None:
-    """Train ``todo`` with ``jobs`` worker processes (spawned, so no CUDA or thread state is forked), in
-    order; a failed run is reported with its log once the others are done."""
+    """Train ``todo`` in order, ``jobs`` at a time, one spawned process per run (no CUDA or thread state is
+    forked). A failed run is reported with its log once the others are done. Ctrl-C stops the running
+    runs (their last.pt stays resumable) and starts no new one."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     LOGGER.info(f"training {len(todo)} runs, {jobs} at a time, {threads} torch thread(s) each; each run's output "
                 f"goes to its train.log")
-    failed = []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = {}
-        for tag, cfg, seed, state in todo:
-            run = run_dir(exp, cfg, seed)
-            verb = "resuming interrupted run" if state == "interrupted" else "training"
-            LOGGER.info(f"{tag}: {verb} -> {run} (queued)")
-            futures[pool.submit(_train_logged, exp, cfg, seed, train_args, state, run / "train.log")] = (tag, run)
-        for future in as_completed(futures):
-            tag, run = futures[future]
-            try:
-                future.result()
-            except Exception as e:  # the run's own log has the traceback
-                failed.append(f"{tag}: {type(e).__name__}: {e} (see {run / 'train.log'})")
-                LOGGER.error(f"{tag}: failed, {failed[-1]}")
-                continue
-            rows = read_results(run / "results.csv")
-            last = f", mAP50 {rows[-1]['metrics/mAP_0.5']:.3f}, mAP50-95 {rows[-1]['metrics/mAP_0.5:0.95']:.3f}" \
-                if rows and "metrics/mAP_0.5" in rows[-1] else ""
-            LOGGER.info(f"{tag}: done{last}")
+    ctx = multiprocessing.get_context("spawn")
+    pending, running, failed = list(todo), {}, []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                tag, cfg, seed, state = pending.pop(0)
+                run = run_dir(exp, cfg, seed)
+                verb = "resuming interrupted run" if state == "interrupted" else "training"
+                LOGGER.info(f"{tag}: {verb} -> {run}")
+                proc = ctx.Process(target=_train_logged, args=(exp, cfg, seed, train_args, state, threads))
+                proc.start()
+                running[proc] = (tag, run)
+            multiprocessing.connection.wait([proc.sentinel for proc in running])
+            for proc in [proc for proc in running if proc.exitcode is not None]:
+                tag, run = running.pop(proc)
+                if proc.exitcode:
+                    failed.append(f"{tag}: exit code {proc.exitcode}, {_last_line(run / 'train.log')} "
+                                  f"(see {run / 'train.log'})")
+                    LOGGER.error(f"failed: {failed[-1]}")
+                    continue
+                rows = read_results(run / "results.csv")
+                last = rows[-1] if rows else {}
+                LOGGER.info(f"{tag}: done" + (f", mAP50 {last['metrics/mAP_0.5']:.3f}, mAP50-95 "
+                                              f"{last['metrics/mAP_0.5:0.95']:.3f}" if "metrics/mAP_0.5" in last else ""))
+    except KeyboardInterrupt:
+        for proc in running:  # a terminal's Ctrl-C reached them too; a signal to this process alone did not
+            proc.terminate()
+        for proc in running:
+            proc.join(30)
+        raise
     if failed:
         raise RunsFailed(f"{len(failed)} of {len(todo)} runs failed:\n" + "\n".join(failed))
 
@@ -632,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunsFailed as e:
         LOGGER.error(f"error: {e}")
         return 1
+    except KeyboardInterrupt:
+        LOGGER.error("interrupted: finished runs are kept, the others resume from their last.pt with "
+                     "python compare.py --resume")
+        return 130
     return 0
 
 

@@ -84,12 +84,29 @@ def test_layout_and_report_rows(compared):
     assert log.count(": done, mAP50 ") == 4 and "Starting training" not in log
 
 
+def test_ctrl_c_stops_worker_runs_and_starts_no_more(tiny_data, tmp_path):
+    args = compare_args(tiny_data, tmp_path, "--jobs", "2", epochs=50)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), *args], cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not inherited-ignored
+    logs = [tmp_path / "exp" / Path(cfg).stem / "seed0" / "train.log" for cfg in CFGS]
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not all(
+            f.is_file() and "Starting training" in f.read_text(encoding="utf-8") for f in logs):
+        time.sleep(0.1)
+    assert proc.poll() is None, "compare.py ended before Ctrl-C"
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole process group
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "compare.py --resume" in out
+    assert not list(tmp_path.glob("exp/*/seed1")), "a queued run started after Ctrl-C"
+
+
 def test_failed_worker_runs_are_reported(tiny_data, tmp_path):
     out = run_compare(*compare_args(tiny_data, tmp_path, "--jobs", "2", cfgs=["missing-a.yaml", "missing-b.yaml"],
                                     seeds=1))
     assert out.returncode == 1
     log = out.stdout + out.stderr
-    assert "2 of 2 runs failed" in log and "missing-a.yaml" in log and "Traceback" not in log
+    assert "2 of 2 runs failed" in log and "missing-a" in log and "Traceback" not in log
     assert "Traceback" in (tmp_path / "exp" / "missing-a" / "seed0" / "train.log").read_text(encoding="utf-8")
 
 

@@ -53,6 +53,7 @@ from utils.torch_utils import LOGGER, time_sync
 
 ROOT = Path(__file__).resolve().parent
 RECORD = "compare.json"  # per run: imgsz, and per epoch train/val seconds and the first batch's hash
+VERB = {"new": "training", "interrupted": "resuming interrupted run"}  # run_state -> what train_all does
 SET_BY_COMPARE = ("cfg", "seed", "project", "name", "exist_ok", "resume")  # train.py options compare.py owns
 
 
@@ -269,8 +270,7 @@ def train_all(exp: Path, plan: dict, jobs: int = 1) -> None:
         train_in_workers(exp, plan["train_args"], todo, jobs)
         return
     for tag, cfg, seed, state in todo:
-        verb = "resuming interrupted run" if state == "interrupted" else "training"
-        LOGGER.info(f"\n{'=' * 30} {tag}: {verb} -> {run_dir(exp, cfg, seed)}")
+        LOGGER.info(f"\n{'=' * 30} {tag}: {VERB[state]} -> {run_dir(exp, cfg, seed)}")
         train_run(exp, cfg, seed, plan["train_args"], state)
 
 
@@ -310,8 +310,7 @@ def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: 
             while pending and len(running) < jobs:
                 tag, cfg, seed, state = pending.pop(0)
                 run = run_dir(exp, cfg, seed)
-                verb = "resuming interrupted run" if state == "interrupted" else "training"
-                LOGGER.info(f"{tag}: {verb} -> {run}")
+                LOGGER.info(f"{tag}: {VERB[state]} -> {run}")
                 proc = ctx.Process(target=_train_logged, args=(exp, cfg, seed, train_args, state, threads))
                 proc.start()
                 running[proc] = (tag, run)

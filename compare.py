@@ -4,9 +4,11 @@
     python compare.py --cfg yolov5n.yaml yolov5n-decoupled.yaml --data my.yaml --imgsz 320 --seeds 2 [train.py flags]
     python compare.py --resume              # finish the newest runs/compare/exp*: skip done runs, resume the rest
     python compare.py --cfg ... --jobs 2    # train 2 runs at once, each in its own process (CPU: 1 thread each)
+    python compare.py --cfg yolov5n-decoupled.yaml 'yolov5n-decoupled.yaml --precise-bn 0'   # an arm's own flags
 
 Every arm is trained by train.py's Trainer with the same data, hyp, schedule and image size: any flag of train.py
-is passed through and applied to every arm alike; only the model YAML differs. For seed s (0 .. --seeds - 1) every
+is passed through and applied to every arm alike; only the model YAML differs, unless an arm carries flags of its
+own (``'cfg.yaml --flag value'`` in one quoted argument; its folder is then ``<cfg stem>_flag_value``). For seed s (0 .. --seeds - 1) every
 arm runs with ``--seed s``, so arms see the same images in the same order with the same augmentation draws, and rows
 the cfgs share (backbone, neck) start from the same initial weights: the runs of one seed are a pair. Runs land in
 ``runs/compare/exp{N}/<cfg stem>/seed<s>/`` (train.py's run layout inside) plus ``compare.json`` per run (seconds
@@ -33,6 +35,8 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
+import shlex
 import sys
 import time
 from copy import deepcopy
@@ -64,7 +68,9 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     """compare.py's own options, and the rest (train.py flags, checked by train.py's parser)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--cfg", nargs="+", default=None, help="model YAMLs; the first is the baseline of the pairs")
+    p.add_argument("--cfg", nargs="+", default=None,
+                   help="model YAMLs, the first the baseline of the pairs; an arm may carry its own train.py flags "
+                        "in one quoted argument: 'yolov5n-decoupled.yaml --precise-bn 0'")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cfg: 0 .. seeds-1, the same for every cfg")
     p.add_argument("--project", default=str(ROOT / "runs" / "compare"))
     p.add_argument("--name", default="exp")
@@ -117,9 +123,12 @@ def setup_experiment(opt: argparse.Namespace, train_args: list[str]) -> tuple[Pa
                            f"ignoring {' '.join((opt.cfg or []) + train_args)}")
         return exp, plan
     exp = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
-    stems = [Path(c).stem for c in opt.cfg]
+    stems = [arm_name(c) for c in opt.cfg]
     if len(set(stems)) != len(stems):
-        raise ValueError(f"--cfg {' '.join(opt.cfg)}: two cfgs share a file name stem; runs are stored by stem")
+        raise ValueError(f"--cfg {' '.join(opt.cfg)}: two arms share a name (cfg file stem + own flags); runs are "
+                         f"stored by it")
+    for arm in opt.cfg:
+        train_recipe(split_arm(arm)[1])  # an arm's own flags are train.py flags too, and may not set seed etc.
     plan = {"cfg": list(opt.cfg), "seeds": opt.seeds, "train_args": list(train_args),
             "recipe": train_recipe(train_args)}
     old = exp / "compare.yaml"
@@ -214,6 +223,7 @@ class RecordingTrainer(train.Trainer):
         t0 = time_sync(self.device)
         results = super().validate(run_val)
         self._epoch["val_s"] = time_sync(self.device) - t0
+        self._epoch["precise_bn_s"] = self.bn_seconds
         return results
 
     def log_epoch(self, epoch: int, mloss: torch.Tensor, results, lrs: list[float]) -> None:
@@ -224,8 +234,23 @@ class RecordingTrainer(train.Trainer):
         os.replace(tmp, self.record_file)
 
 
+def split_arm(arm: str) -> tuple[str, list[str]]:
+    """An arm of --cfg: a model YAML, optionally followed (in one quoted argument) by train.py flags for this
+    arm only: ``"yolov5n-decoupled.yaml --precise-bn 0"`` -> ``("yolov5n-decoupled.yaml", ["--precise-bn", "0"])``."""
+    parts = shlex.split(arm)
+    if not parts:
+        raise ValueError("--cfg: an empty arm")
+    return parts[0], parts[1:]
+
+
+def arm_name(arm: str) -> str:
+    """Folder and label of an arm: the cfg's file stem, then its own flags (``yolov5n-decoupled_precise-bn_0``)."""
+    cfg, flags = split_arm(arm)
+    return "_".join([Path(cfg).stem, *(re.sub(r"[^\w.+-]", "", f.lstrip("-")) for f in flags)])
+
+
 def run_dir(exp: Path, cfg: str, seed: int) -> Path:
-    return exp / Path(cfg).stem / f"seed{seed}"
+    return exp / arm_name(cfg) / f"seed{seed}"
 
 
 def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str) -> None:
@@ -239,7 +264,8 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str)
             if stale.is_file():
                 LOGGER.info(f"removing {stale} of a run that saved no checkpoint")
                 stale.unlink()
-        args = [*train_args, "--cfg", cfg, "--seed", str(seed), "--project", str(run.parent), "--name", run.name,
+        model_cfg, arm_flags = split_arm(cfg)
+        args = [*train_args, *arm_flags, "--cfg", model_cfg, "--seed", str(seed), "--project", str(run.parent), "--name", run.name,
                 "--exist-ok"]
         opt = train.resolve_opt(train.parse_opt(args))
     Path(opt.save_dir).mkdir(parents=True, exist_ok=True)
@@ -261,7 +287,7 @@ def train_all(exp: Path, plan: dict, jobs: int = 1) -> None:
     for k, (seed, cfg) in enumerate(order, 1):
         run = run_dir(exp, cfg, seed)
         state = run_state(run, epochs)
-        tag = f"[{k}/{len(order)}] {Path(cfg).stem} seed {seed}"
+        tag = f"[{k}/{len(order)}] {arm_name(cfg)} seed {seed}"
         if state == "finished":
             LOGGER.info(f"{tag}: skipping finished run {run}")
         else:
@@ -339,6 +365,9 @@ def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: 
 # ---------------------------------------------------------------------------------------------
 # What the runs say: per run, per cfg
 # ---------------------------------------------------------------------------------------------
+STABLE_AFTER, DROP = 5, 0.1  # a collapse: after epoch 5, val mAP50 falls by more than 0.1 in one epoch
+
+
 @dataclass
 class RunSummary:
     """One finished run: its curves (per logged epoch), final and best-fitness rows, seconds per epoch."""
@@ -353,6 +382,16 @@ class RunSummary:
     train_s: float           # median train seconds per epoch (nan without compare.json)
     first_batch: dict[int, str]  # epoch -> digest of its first batch
     imgsz: int | None
+    bn_s: float = math.nan   # median precise-BN seconds per epoch (nan: not recorded)
+
+    def drops(self, after: int = STABLE_AFTER, by: float = DROP) -> int:
+        """Epochs after ``after`` whose val mAP50 fell by more than ``by`` from the epoch before: collapses."""
+        d = self.map50[:-1] - self.map50[1:]
+        return int(((d > by) & (self.epochs[1:] > after)).sum())
+
+    def best_minus_final(self) -> float:
+        """Highest mAP50-95 of any epoch minus the final one: what the end of the run lost."""
+        return float(self.map.max() - self.map[-1])
 
 
 def summarise_run(run: Path) -> RunSummary:
@@ -371,11 +410,12 @@ def summarise_run(run: Path) -> RunSummary:
     b = int(fi.argmax())
     record = json.loads((run / RECORD).read_text()) if (run / RECORD).is_file() else {"epochs": {}}
     train_s = [e["train_s"] for e in record["epochs"].values() if "train_s" in e]
+    bn_s = [e["precise_bn_s"] for e in record["epochs"].values() if "precise_bn_s" in e]
     return RunSummary(epochs=col("epoch").astype(int), map50=m50, map=m, train_loss=loss("train/"),
                       val_loss=loss("val/"), final=(float(m50[-1]), float(m[-1])), best=(float(m50[b]), float(m[b])),
                       train_s=float(np.median(train_s)) if train_s else math.nan,
                       first_batch={int(k): e.get("first_batch_sha1") for k, e in record["epochs"].items()},
-                      imgsz=record.get("imgsz"))
+                      imgsz=record.get("imgsz"), bn_s=float(np.median(bn_s)) if bn_s else math.nan)
 
 
 @dataclass
@@ -418,7 +458,7 @@ def summarise_arm(exp: Path, cfg: str, seeds: int, latency_runs: int) -> ArmSumm
     runs = {s: summarise_run(run_dir(exp, cfg, s)) for s in range(seeds)
             if (run_dir(exp, cfg, s) / "results.csv").is_file()}
     if not runs:
-        raise ValueError(f"{cfg}: no run with a results.csv under {exp / Path(cfg).stem}")
+        raise ValueError(f"{cfg}: no run with a results.csv under {exp / arm_name(cfg)}")
     first = next(iter(runs))
     best = run_dir(exp, cfg, first) / "weights" / "best.pt"
     model = DetectionModel.from_checkpoint(load_checkpoint(best)).eval()
@@ -518,6 +558,20 @@ HOW_TO_READ = """\
 """
 
 
+def stability_table(arms: list[ArmSummary]) -> list[str]:
+    """Per run: collapses (val mAP50 falling by > 0.1 in one epoch after epoch 5), the highest minus the final
+    mAP50-95, and the precise-BN seconds per epoch."""
+    lines = ["| arm | seed | epochs | collapses after epoch 5 | worst one-epoch mAP50 fall | best − final mAP50-95 | "
+             "precise BN s/epoch |", "|---|---|---|---|---|---|---|"]
+    for a in arms:
+        for s, r in a.runs.items():
+            fall = float(np.max(r.map50[:-1] - r.map50[1:], initial=0.0))
+            bn = "-" if math.isnan(r.bn_s) else f"{r.bn_s:.1f}"
+            lines.append(f"| {arm_name(a.cfg)} | {s} | {len(r.epochs)} | {r.drops()} | {fall:+.3f} | "
+                         f"{r.best_minus_final():.4f} | {bn} |")
+    return lines
+
+
 def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], latency_runs: int) -> Path:
     r = plan["recipe"]
     command = " ".join(["python compare.py --cfg", *plan["cfg"], "--seeds", str(plan["seeds"]), *plan["train_args"]])
@@ -528,9 +582,10 @@ def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], la
     for a in arms[1:]:
         p = a.pair
         per_seed = ", ".join(f"seed {s}: {d:+.4f}" for s, d in zip(p.seeds, p.diffs))
-        lines.append(f"- **{Path(a.cfg).stem}** vs {Path(arms[0].cfg).stem}: {p.describe()} -> **{p.verdict}** "
+        lines.append(f"- **{arm_name(a.cfg)}** vs {arm_name(arms[0].cfg)}: {p.describe()} -> **{p.verdict}** "
                      f"({per_seed})")
-    lines += ["", "![mAP50-95 vs epoch](map_vs_epoch.png)", "", "![loss curves](loss_curves.png)", "",
+    lines += ["", "## Stability per run", "", *stability_table(arms),
+              "", "![mAP50-95 vs epoch](map_vs_epoch.png)", "", "![loss curves](loss_curves.png)", "",
               "![speed vs accuracy](speed_accuracy.png)", "",
               HOW_TO_READ.format(latency=f"{latency_runs} runs" if latency_runs else "latency not measured")]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -558,7 +613,7 @@ def seed_curves(arm: ArmSummary, attr: str) -> tuple[np.ndarray, np.ndarray]:
 def plot_band(ax, arm: ArmSummary, attr: str) -> None:
     """Mean over seeds as a line, the seeds' min-max as a band."""
     epochs, y = seed_curves(arm, attr)
-    line = ax.plot(epochs, np.nanmean(y, 0), marker=".", linewidth=2, label=f"{Path(arm.cfg).stem} (n={len(y)})")[0]
+    line = ax.plot(epochs, np.nanmean(y, 0), marker=".", linewidth=2, label=f"{arm_name(arm.cfg)} (n={len(y)})")[0]
     if len(y) > 1:
         ax.fill_between(epochs, np.nanmin(y, 0), np.nanmax(y, 0), color=line.get_color(), alpha=0.2, linewidth=0)
 
@@ -593,8 +648,8 @@ def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
         else:
             x, xerr = a.gflops or 0.0, None
         ax.errorbar(x, mean, xerr=xerr, yerr=0.0 if math.isnan(std) else std, fmt="o", capsize=4,
-                    label=Path(a.cfg).stem)
-        ax.annotate(Path(a.cfg).stem, (x, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+                    label=arm_name(a.cfg))
+        ax.annotate(arm_name(a.cfg), (x, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
     xlabel = "CPU latency, batch 1, fused (ms; bars p10-p90)" if timed else "GFLOPs"
     ax.set(xlabel=xlabel, ylabel="final mAP50-95 (bars ± std over seeds)", title="speed vs accuracy")
     ax.legend()

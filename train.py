@@ -33,15 +33,29 @@ from utils.dataloaders import check_dataset, create_dataloader
 from utils.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
 from utils.metrics import fitness
 from utils.plots import plot_images, plot_labels, plot_results
-from utils.torch_utils import LOGGER, ModelEMA, init_seeds, select_device, smart_optimizer
+from utils.torch_utils import (LOGGER, ModelEMA, ema_schedule, has_batchnorm, init_seeds, precise_bn, select_device,
+                               smart_optimizer)
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
+PRECISE_BN_BATCHES = 16  # --precise-bn default, chosen by measurement (bench/README.md, "Precise BN")
 
 
 def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
     """Cosine ramp from y1 to y2 over ``steps``."""
     return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
+
+
+def bn_batches(dataset, batch_size: int, n: int, seed: int, epoch: int, device: torch.device,
+               mosaic: bool | None = None):
+    """``n`` train batches with ``epoch``'s augmentation (images drawn from a permutation of their own), as float
+    tensors on ``device``, for precise BN. The train loader's order and augmentation draws are untouched."""
+    order = np.random.default_rng([seed, epoch, 0x42]).permutation(len(dataset))[:n * batch_size]
+    mosaic = dataset.mosaic if mosaic is None else mosaic
+    keys = [(int(i), epoch, mosaic) for i in order]
+    for k in range(0, len(keys), batch_size):
+        imgs = dataset.collate_fn([dataset[key] for key in keys[k:k + batch_size]])[0]
+        yield imgs.to(device, non_blocking=True).float() / 255
 
 
 class EarlyStopping:
@@ -95,9 +109,11 @@ class Trainer:
         if opt.resume:
             self._restore_training_state()
         self._build_loaders()
+        self._size_ema()
         self.criterion = self.model.criterion(self.hyp, self.imgsz, opt.label_smoothing)
         self.loss_names = list(self.criterion.loss_names)
         self.stopper = EarlyStopping(opt.patience)
+        self.bn_seconds = 0.0  # precise BN time of the last epoch
 
     # ------------------------------------------------------------------ set-up
     def _build_model(self) -> DetectionModel:
@@ -161,6 +177,27 @@ class Trainer:
                 wh = label_wh(self.dataset.shapes, self.dataset.labels, self.imgsz, np.random.default_rng(opt.seed))
                 self.model.head.fit_priors(wh, self.hyp["anchor_t"])
 
+    def _size_ema(self) -> None:
+        """EMA decay and tau for this run's length (``ema_schedule``), unless --ema-decay/--ema-tau fix them."""
+        updates = self.opt.epochs * math.ceil(len(self.train_loader) / max(round(NBS / self.opt.batch_size), 1))
+        self.ema.decay, self.ema.tau = ema_schedule(updates, self.opt.ema_decay, self.opt.ema_tau)
+        LOGGER.info(f"EMA: decay {self.ema.decay:.4g}, tau {self.ema.tau:.4g} updates (~{updates} updates in "
+                    f"{self.opt.epochs} epochs); precise BN: {self.opt.precise_bn} train batches before each "
+                    f"validation")
+
+    def refresh_bn(self, epoch: int) -> None:
+        """Precise BN: the EMA model's BatchNorm statistics re-estimated on --precise-bn train batches, in
+        place, so validation and the saved weights use statistics that match the weights."""
+        self.bn_seconds = 0.0
+        if self.opt.precise_bn <= 0 or not has_batchnorm(self.ema.ema):
+            return
+        t0 = time.time()
+        batches = bn_batches(self.dataset, self.opt.batch_size, self.opt.precise_bn, self.opt.seed, epoch,
+                             self.device)
+        n = precise_bn(self.ema.ema, batches)
+        self.bn_seconds = time.time() - t0
+        LOGGER.info(f"precise BN: statistics re-estimated on {n} train batches in {self.bn_seconds:.1f} s")
+
     # ------------------------------------------------------------------ the story of a run
     def fit(self) -> None:
         opt = self.opt
@@ -177,6 +214,7 @@ class Trainer:
             mloss = self.train_epoch(epoch)
             lrs = [g["lr"] for g in self.optimizer.param_groups]
             self.scheduler.step()
+            self.refresh_bn(epoch)
             final = epoch + 1 == opt.epochs
             results = self.validate(final or not opt.noval)
             fi = float(fitness(np.array(results.metrics()).reshape(1, -1))[0])
@@ -340,6 +378,12 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     p.add_argument("--close-mosaic", type=int, default=0, help="turn mosaic/mixup off for the last N epochs")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="EMA decay (default: sized to the run, see utils/torch_utils.ema_schedule; YOLOv5: 0.9999)")
+    p.add_argument("--ema-tau", type=float, default=None,
+                   help="EMA ramp-up in optimizer updates (default: sized to the run; YOLOv5: 2000)")
+    p.add_argument("--precise-bn", type=int, default=PRECISE_BN_BATCHES,
+                   help="train batches to re-estimate BatchNorm statistics on before each validation (0: off)")
     return p.parse_args(argv)
 
 

@@ -38,8 +38,9 @@ class Conv(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> None:
-        """Fold BatchNorm into the convolution (eval-time identical up to float rounding)."""
-        if self.bn is None:
+        """Fold BatchNorm into the convolution (eval-time identical up to float rounding); any other norm
+        layer (GroupNorm) depends on the input and stays."""
+        if not isinstance(self.bn, nn.BatchNorm2d):
             return
         conv, bn = self.conv, self.bn
         fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,

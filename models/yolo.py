@@ -232,6 +232,8 @@ def _head_args(ctx: _Ctx, i: int, name: str, cls: type[Head], c_in: list[int], a
             args[a] = [list(range(args[a] * 2))] * len(c_in)
         elif args[a] is None:
             raise ctx.error(i, name, "the head needs 'anchors' but the YAML has no top-level 'anchors' key")
+    if len(args) < len(params) - 1:  # optional arguments left out: their defaults, so 'ch' stays last
+        args += [p.default for p in params[len(args):-1]]
     return [*args, c_in]
 
 

@@ -300,3 +300,26 @@ def test_bench_latency_modes_and_train_throughput(tmp_path):
     rows = train_throughput.main(["--cfg", "yolov5n-decoupled-af.yaml", "--imgsz", "64", "--batch-size", "2",
                                   "--steps", "1", "--warmup", "0", "--json", str(tmp_path / "tt.json")])
     assert rows[0]["images_per_s"] > 0 and 20 <= rows[0]["targets"] <= 80
+
+
+def test_an_arm_may_carry_its_own_train_flags():
+    import compare
+    assert compare.split_arm("yolov5n-decoupled.yaml --precise-bn 0 --ema-tau 2000") == (
+        "yolov5n-decoupled.yaml", ["--precise-bn", "0", "--ema-tau", "2000"])
+    assert compare.arm_name("models/yolov5n.yaml") == "yolov5n"
+    assert compare.arm_name("yolov5n-decoupled.yaml --precise-bn 0") == "yolov5n-decoupled_precise-bn_0"
+    with pytest.raises(ValueError, match="--seed"):
+        compare.setup_experiment(compare.parse_opt(["--cfg", "yolov5n.yaml", "yolov5n.yaml --seed 3"])[0], [])
+
+
+def test_stability_counts_collapses_after_epoch_5_and_the_lost_end():
+    import numpy as np
+
+    import compare
+    m50 = np.array([0.1, 0.05, 0.3, 0.5, 0.6, 0.7, 0.8, 0.65, 0.9, 0.91])  # -0.05 at epoch 1 (early), -0.15 at 7
+    r = compare.RunSummary(epochs=np.arange(10), map50=m50, map=m50 / 2, train_loss=m50, val_loss=m50,
+                           final=(0.91, 0.455), best=(0.91, 0.455), train_s=1.0, first_batch={}, imgsz=64)
+    assert r.drops() == 1 and r.drops(after=0, by=0.04) == 2
+    assert r.best_minus_final() == 0.0
+    r.map = np.array([0.1, 0.2, 0.5, 0.4])
+    assert abs(r.best_minus_final() - 0.1) < 1e-12

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Iterable
 from copy import deepcopy
 
 import torch
@@ -101,18 +103,40 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-class ModelEMA:
-    """Exponential moving average of a model's float state, decay ramped by 1 - exp(-updates / tau)."""
+YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU = 0.9999, 2000.0
+EMA_RUN_FRACTION = 0.02  # the EMA's horizon, as a fraction of the run's optimizer updates
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000, updates: int = 0):
+
+def ema_schedule(total_updates: int, decay: float | None = None, tau: float | None = None) -> tuple[float, float]:
+    """(decay, tau) of the weights' EMA for a run of ``total_updates`` optimizer updates.
+
+    YOLOv5 uses decay 0.9999 (a horizon of 1 / (1 - decay) = 10,000 updates) ramped in with tau 2000
+    updates, sized for COCO, where 300 epochs are ~555,000 updates and the horizon is ~2% of the run. On a
+    run of a few hundred updates the ramp never finishes (decay 0.15 after 310 updates), so the "EMA" is the
+    last step's weights. The rule keeps YOLOv5's proportions at every length: horizon = 2% of the run's
+    updates, capped at YOLOv5's 10,000 (so COCO-length runs get exactly 0.9999 / 2000), and tau = horizon / 5
+    (YOLOv5's 2000 / 10,000). A 20-epoch run of 31 updates per epoch gets a horizon of 12 updates (0.4 epoch),
+    decay 0.919, tau 2.5. ``decay``/``tau`` given by the user win (``--ema-decay 0.9999 --ema-tau 2000``:
+    YOLOv5's exact behaviour).
+    """
+    horizon = min(1.0 / (1.0 - YOLOV5_EMA_DECAY), max(EMA_RUN_FRACTION * total_updates, 1.0))
+    auto_decay = 1.0 - 1.0 / horizon if horizon > 1 else 0.0
+    auto_tau = max(horizon * YOLOV5_EMA_TAU * (1.0 - YOLOV5_EMA_DECAY), 1e-6)
+    return (auto_decay if decay is None else float(decay)), (auto_tau if tau is None else float(tau))
+
+
+class ModelEMA:
+    """Exponential moving average of a model's float state, decay ramped by 1 - exp(-updates / tau).
+    ``ema_schedule`` sizes decay and tau to a run."""
+
+    def __init__(self, model: nn.Module, decay: float = YOLOV5_EMA_DECAY, tau: float = YOLOV5_EMA_TAU,
+                 updates: int = 0):
         self.ema = deepcopy(model).eval()
         self.updates, self.decay, self.tau = updates, decay, tau
         for p in self.ema.parameters():
             p.requires_grad_(False)
 
     def current_decay(self) -> float:
-        import math
-
         return self.decay * (1 - math.exp(-self.updates / self.tau))
 
     @torch.no_grad()
@@ -123,6 +147,28 @@ class ModelEMA:
         for k, v in self.ema.state_dict().items():
             if v.dtype.is_floating_point:
                 v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def precise_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate every BatchNorm's running statistics as the plain average over ``batches`` (float image
+    tensors on the model's device), as detectron2's PreciseBN hook does, with torch's
+    ``swa_utils.update_bn``. The running statistics of a model trained with BN momentum 0.03 trail its
+    weights by ~33 batches; a model validated right after a fast change of its weights is then judged with
+    stale statistics. Returns the number of batches used."""
+    count = 0
+
+    def counted():
+        nonlocal count
+        for x in batches:
+            count += 1
+            yield x
+
+    torch.optim.swa_utils.update_bn(counted(), model)
+    return count
 
 
 def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9,

@@ -120,16 +120,34 @@ class Detect(Head):
         return super()._apply(fn, recurse)
 
 
+NORMS = ("bn", "gn")
+GN_GROUPS = 32  # NanoDet-Plus's GroupNorm(32) in its AGM head
+
+
+def norm_conv(c1: int, c2: int, k: int, norm: str = "bn") -> Conv:
+    """``Conv`` (conv, norm, SiLU) with BatchNorm ("bn") or GroupNorm(32) ("gn") as its norm layer. GroupNorm
+    normalises each image on its own, so it has no running statistics to go stale (and is not folded by
+    ``fuse``)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm {norm!r} not understood: use one of {', '.join(NORMS)}")
+    m = Conv(c1, c2, k, 1)
+    if norm == "gn":
+        if c2 % GN_GROUPS:
+            raise ValueError(f"norm 'gn' (GroupNorm({GN_GROUPS})) needs channels divisible by {GN_GROUPS}, got {c2}")
+        m.bn = nn.GroupNorm(GN_GROUPS, c2)
+    return m
+
+
 class DecoupledHead(nn.Module):
     """One level of YOLOX's decoupled head with ``na`` anchors: 1x1 stem, then a cls branch and a reg
-    branch of two 3x3 convs each; obj is predicted from the reg branch."""
+    branch of two 3x3 convs each; obj is predicted from the reg branch. ``norm``: "bn" (YOLOX) or "gn"."""
 
-    def __init__(self, c1: int, hidden: int, nc: int, na: int):
+    def __init__(self, c1: int, hidden: int, nc: int, na: int, norm: str = "bn"):
         super().__init__()
         self.nc, self.na = nc, na
-        self.stem = Conv(c1, hidden, 1, 1)
-        self.cls_convs = nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
-        self.reg_convs = nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
+        self.stem = norm_conv(c1, hidden, 1, norm)
+        self.cls_convs = nn.Sequential(norm_conv(hidden, hidden, 3, norm), norm_conv(hidden, hidden, 3, norm))
+        self.reg_convs = nn.Sequential(norm_conv(hidden, hidden, 3, norm), norm_conv(hidden, hidden, 3, norm))
         self.cls_preds = nn.Conv2d(hidden, nc * na, 1)
         self.reg_preds = nn.Conv2d(hidden, 4 * na, 1)
         self.obj_preds = nn.Conv2d(hidden, na, 1)
@@ -148,18 +166,20 @@ class DecoupledHead(nn.Module):
 class DetectDcoupleHead(Detect):
     """Anchor-based decoupled head: ``Detect``'s anchors, grids, decode and loss with YOLOX's branches.
 
-    ``hidden`` is the stem width at width_multiple 1.0 (YOLOX: 256); parse_model scales it.
+    ``hidden`` is the stem width at width_multiple 1.0 (YOLOX: 256); parse_model scales it. ``norm`` is the
+    branches' normalisation: "bn" (YOLOX's BatchNorm, the default) or "gn" (GroupNorm(32), as NanoDet-Plus's
+    AGM head), so a YAML row ``[nc, anchors, 256, gn]`` A/Bs the head's normalisation.
     """
 
     channel_args = (2,)
 
-    def __init__(self, nc: int = 80, anchors: list | tuple = (), hidden: int = 256,
+    def __init__(self, nc: int = 80, anchors: list | tuple = (), hidden: int = 256, norm: str = "bn",
                  ch: list[int] | tuple[int, ...] = ()):
-        self.hidden = hidden
+        self.hidden, self.norm = hidden, norm
         super().__init__(nc, anchors, ch)
 
     def _build_levels(self, ch: list[int] | tuple[int, ...]) -> nn.ModuleList:
-        return nn.ModuleList(DecoupledHead(c, self.hidden, self.nc, self.na) for c in ch)
+        return nn.ModuleList(DecoupledHead(c, self.hidden, self.nc, self.na, self.norm) for c in ch)
 
     def _predict_level(self, i: int, x: Tensor) -> Tensor:
         return self.m[i](x)

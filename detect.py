@@ -27,7 +27,7 @@ import torch
 
 from models.backends import Backend, load_backend
 from utils.annotate import Annotator, CropWriter
-from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywhn
+from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.files import increment_path
 from utils.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
 from utils.torch_utils import LOGGER, select_device, time_sync
@@ -193,7 +193,7 @@ def _step(batch: SourceBatch, backend: Backend, nms: dict,
     t1 = time_sync(dev)
     pred = backend(im)
     t2 = time_sync(dev)
-    dets = non_max_suppression(pred, **nms)
+    dets = postprocess(pred, backend.suppressed, **nms)
     t3 = time_sync(dev)
     for k, dt in enumerate((t1 - t0, t2 - t1, t3 - t2)):
         timer.dt[k] += dt

@@ -70,9 +70,9 @@ def check_image(batch: int, hw: tuple[int, int], device: torch.device, dtype: to
 
 
 def export_metadata(model: DetectionModel, shape: tuple[int, ...], dynamic: bool, half: bool) -> dict:
-    """What backends.py reads back: stride, class names, traced input shape, dynamic, half."""
+    """What backends.py reads back: stride, class names, traced input shape, dynamic, half, suppressed."""
     return {"stride": int(model.stride.max()), "names": {int(k): v for k, v in model.names.items()},
-            "shape": list(shape), "dynamic": dynamic, "half": half}
+            "shape": list(shape), "dynamic": dynamic, "half": half, "suppressed": model.suppressed}
 
 
 def export_torchscript(model: DetectionModel, im: torch.Tensor, file: Path, meta: dict) -> Path:

@@ -26,6 +26,7 @@ from torch.optim import lr_scheduler
 from tqdm import tqdm
 
 import val as validate
+from models.heads.base import EpochState
 from models.yolo import DetectionModel
 from utils.autoanchor import label_wh
 from utils.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
@@ -49,7 +50,9 @@ def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
 def bn_batches(dataset, batch_size: int, n: int, seed: int, epoch: int, device: torch.device,
                mosaic: bool | None = None):
     """``n`` train batches with ``epoch``'s augmentation (images drawn from a permutation of their own), as float
-    tensors on ``device``, for precise BN. The train loader's order and augmentation draws are untouched."""
+    tensors on ``device``, for precise BN. The train loader's order and augmentation draws are untouched.
+    ``mosaic=False``: each image letterboxed on its own (the rest of the augmentation kept), the input
+    distribution the model is validated and deployed on; None: as the training epoch has it."""
     order = np.random.default_rng([seed, epoch, 0x42]).permutation(len(dataset))[:n * batch_size]
     mosaic = dataset.mosaic if mosaic is None else mosaic
     keys = [(int(i), epoch, mosaic) for i in order]
@@ -121,11 +124,11 @@ class Trainer:
         cfg = opt.cfg or (ckpt or {}).get("yaml")
         if not cfg:
             raise ValueError("give a model: --cfg yolov5s.yaml (or another YAML) and/or --weights file.pt")
-        model = DetectionModel(cfg, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"), verbose=True)
+        model = DetectionModel(cfg, ch=3, nc=self.nc, hyp=self.hyp, verbose=True)
         model.names = self.names
         if ckpt is not None:
             src = ckpt.get("ema") if ckpt.get("ema") is not None and not opt.resume else ckpt["model"]
-            exclude = ("anchor",) if (opt.cfg or self.hyp.get("anchors")) and not opt.resume else ()
+            exclude = () if opt.resume else model.head.transfer_exclude(self.hyp, new_cfg=bool(opt.cfg))
             sd, report = transfer_weights(src, ckpt.get("yaml") or {}, model.state_dict(), model.yaml, exclude)
             model.load_state_dict(sd, strict=False)
             LOGGER.info(report.summary(opt.weights))
@@ -175,25 +178,27 @@ class Trainer:
                 plot_labels(labels, self.names, self.save_dir)
             if not opt.noautoanchor:
                 wh = label_wh(self.dataset.shapes, self.dataset.labels, self.imgsz, np.random.default_rng(opt.seed))
-                self.model.head.fit_priors(wh, self.hyp["anchor_t"])
+                self.model.head.fit_priors(wh, self.hyp)
 
     def _size_ema(self) -> None:
         """EMA decay and tau for this run's length (``ema_schedule``), unless --ema-decay/--ema-tau fix them."""
-        updates = self.opt.epochs * math.ceil(len(self.train_loader) / max(round(NBS / self.opt.batch_size), 1))
-        self.ema.decay, self.ema.tau = ema_schedule(updates, self.opt.ema_decay, self.opt.ema_tau)
+        per_epoch = math.ceil(len(self.train_loader) / max(round(NBS / self.opt.batch_size), 1))
+        updates = self.opt.epochs * per_epoch
+        self.ema.decay, self.ema.tau = ema_schedule(updates, per_epoch, self.opt.ema_decay, self.opt.ema_tau)
         LOGGER.info(f"EMA: decay {self.ema.decay:.4g}, tau {self.ema.tau:.4g} updates (~{updates} updates in "
                     f"{self.opt.epochs} epochs); precise BN: {self.opt.precise_bn} train batches before each "
                     f"validation")
 
     def refresh_bn(self, epoch: int) -> None:
-        """Precise BN: the EMA model's BatchNorm statistics re-estimated on --precise-bn train batches, in
-        place, so validation and the saved weights use statistics that match the weights."""
+        """Precise BN: the EMA model's BatchNorm statistics re-estimated on --precise-bn train batches without
+        mosaic (each train image letterboxed on its own, as val and deployment see images), in place, so
+        validation and the saved weights use statistics that match the weights and the inputs."""
         self.bn_seconds = 0.0
         if self.opt.precise_bn <= 0 or not has_batchnorm(self.ema.ema):
             return
         t0 = time.time()
         batches = bn_batches(self.dataset, self.opt.batch_size, self.opt.precise_bn, self.opt.seed, epoch,
-                             self.device)
+                             self.device, mosaic=False)
         n = precise_bn(self.ema.ema, batches)
         self.bn_seconds = time.time() - t0
         LOGGER.info(f"precise BN: statistics re-estimated on {n} train batches in {self.bn_seconds:.1f} s")
@@ -232,10 +237,13 @@ class Trainer:
         opt, nb = self.opt, len(self.train_loader)
         self.model.train()
         self.dataset.set_epoch(epoch)
-        if opt.close_mosaic and epoch == opt.epochs - opt.close_mosaic:
+        if opt.close_mosaic and epoch >= opt.epochs - opt.close_mosaic and self.dataset.mosaic:
             LOGGER.info(f"Closing mosaic/mixup for the last {opt.close_mosaic} epochs")
             self.dataset.close_mosaic()
-            self.criterion.on_close_mosaic()
+        state = EpochState(epoch, opt.epochs, mosaic=self.dataset.mosaic)
+        self.model.on_epoch(state)  # the head's epoch-switched behaviour (and the EMA copy's, for validation)
+        self.ema.ema.on_epoch(state)
+        self.criterion.on_epoch(state)
         mloss = torch.zeros(len(self.loss_names), device=self.device)
         header = ("%11s" * 2 + "%11s" * len(self.loss_names) + "%11s" * 2) % (
             "Epoch", "mem", *self.loss_names, "Instances", "Size")
@@ -247,7 +255,8 @@ class Trainer:
             imgs = imgs.to(self.device, non_blocking=True).float() / 255
             self.warmup(ni, epoch)
             with torch.autocast(self.device.type, enabled=self.amp):
-                loss, items = self.criterion(self.model(imgs), targets.to(self.device))
+                targets = targets.to(self.device)
+                loss, items = self.criterion(self.model(imgs, targets), targets)
             self.scaler.scale(loss).backward()
             if ni - self.last_opt_step >= self.accumulate:
                 self.optimizer_step()

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from models.backends import Backend, load_backend
-from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.boxes import postprocess, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.dataloaders import check_dataset, create_dataloader
 from utils.files import increment_path
 from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
@@ -166,6 +166,9 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     cm = ConfusionMatrix(nc=nc)
     stats, dt, seen = _Stats(), [0.0, 0.0, 0.0], 0
     loss = torch.zeros(len(criterion.loss_names), device=dev) if criterion else None
+    val_loss = criterion is not None and model.has_val_loss  # a head may declare its loss eval-incapable
+    if criterion is not None and not val_loss:
+        LOGGER.info("val: this head's loss is not available in eval; validation loss reported as NaN")
     gt_rows = []
     pbar = tqdm(dataloader, desc=("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50",
                                                           "mAP50-95"), bar_format="{l_bar}{bar:10}{r_bar}")
@@ -179,11 +182,11 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         out = model(im)
         preds, raw = out if isinstance(out, tuple) else (out, None)  # a Backend returns the decoded tensor only
         t2 = time_sync(dev)
-        if criterion and raw is not None:
-            loss += criterion([r.float() for r in raw], targets)[1]
+        if val_loss and raw is not None:
+            loss += criterion(_float(raw), targets)[1]
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=dev)
-        preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls,
-                                    max_det=max_det)
+        preds = postprocess(preds.float(), model.suppressed, conf_thres, iou_thres, multi_label=True,
+                            agnostic=single_cls, max_det=max_det)
         t3 = time_sync(dev)
         dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
         if save_json:
@@ -201,7 +204,8 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
             plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
             plot_images(im, _preds_to_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
     res = _summarise(stats, nc, names, seen, plots, save_dir, verbose or (nc < 50 and not training))  # YOLOv5's rule
-    res.losses = (loss / max(len(dataloader), 1)).tolist() if criterion else []
+    res.losses = [] if not criterion else (loss / max(len(dataloader), 1)).tolist() if val_loss else \
+        [float("nan")] * len(criterion.loss_names)
     res.speed = tuple(x / max(seen, 1) * 1e3 for x in dt)
     if not training:
         shape = (batch_size, 3, imgsz, imgsz)
@@ -217,6 +221,17 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     if not training:
         LOGGER.info(f"Results saved to {save_dir}")
     return res
+
+
+def _float(x):
+    """A head's (opaque) raw output with every tensor in it as float32, for the criterion."""
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_float(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _float(v) for k, v in x.items()}
+    return x
 
 
 def _standalone_setup(model: Backend, data: dict, weights: str, batch_size: int, imgsz: int | None, task: str,

@@ -12,7 +12,8 @@ never ask which format they run. A static export has a fixed batch and size (``B
 ``Backend.imgsz``); other batch sizes are split/padded here, other sizes are a clear error.
 
 Export metadata (written by export.py, read here): ``stride`` (max stride, int), ``names`` ({int: str}),
-``shape`` ([B, 3, H, W] traced), ``dynamic`` (any batch and size), ``half``. ONNX keeps them as
+``shape`` ([B, 3, H, W] traced), ``dynamic`` (any batch and size), ``half``, ``suppressed`` (the outputs are
+final detections: no NMS). ONNX keeps them as
 metadata_props strings (JSON; YOLOv5's Python-dict ``names`` are read too), TorchScript as one JSON
 ``config.txt``.
 """
@@ -41,7 +42,7 @@ def load_model(weights: str | Path, device: torch.device | str = "cpu", fuse: bo
     if path.suffix != ".pt":
         raise ValueError(f"--weights {weights}: unsupported format '{path.suffix}'; use a .pt checkpoint")
     model = DetectionModel.from_checkpoint(load_checkpoint(path))
-    model = model.to(device).eval()
+    model = model.to(device).eval().deploy()  # no training-only modules in an inference model
     return model.fuse() if fuse else model
 
 
@@ -59,6 +60,7 @@ class Backend:
     batch: int | None = None  # fixed batch of a static export; None = any
     imgsz: tuple[int, int] | None = None  # fixed (H, W) of a static export; None = any
     model: DetectionModel | None = field(default=None, repr=False)  # the PyTorch model behind a .pt
+    suppressed: bool = False  # outputs are final detections: no NMS (models/heads/base.py)
 
     @property
     def nc(self) -> int:
@@ -138,7 +140,7 @@ def _load_pytorch(path: Path, device: torch.device, half: bool, fuse: bool) -> B
         return model(im)[0]
 
     return Backend(run_fn, "pytorch", path, device, max(int(model.stride.max()), 32), dict(model.names),
-                   fp16=half, model=model)
+                   fp16=half, model=model, suppressed=model.suppressed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -236,7 +238,7 @@ def _load_torchscript(path: Path, device: torch.device, half: bool, fuse: bool) 
         return y[0] if isinstance(y, (list, tuple)) else y
 
     return Backend(run_fn, "torchscript", path, device, _meta_stride(meta.get("stride"), where), names, fp16,
-                   batch, imgsz)
+                   batch, imgsz, suppressed=_meta_bool(meta.get("suppressed"), where, "suppressed"))
 
 
 def _ort_providers(device: torch.device) -> list[str]:
@@ -283,4 +285,5 @@ def _load_onnx(path: Path, device: torch.device, half: bool, fuse: bool) -> Back
         y = session.run([out_name], {in_name: im.detach().cpu().numpy()})[0]
         return torch.from_numpy(y).to(im.device)
 
-    return Backend(run_fn, "onnx", path, device, _meta_stride(meta.get("stride"), where), names, fp16, batch, imgsz)
+    return Backend(run_fn, "onnx", path, device, _meta_stride(meta.get("stride"), where), names, fp16, batch, imgsz,
+                   suppressed=_meta_bool(meta.get("suppressed"), where, "suppressed"))

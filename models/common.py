@@ -187,3 +187,14 @@ class C3DW(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+class Select(nn.Module):
+    """Output ``k`` of a multi-output row (a row whose module returns a list of maps): ``[row, 1, Select, [k]]``."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        return x[self.k]

@@ -28,7 +28,7 @@ import torch
 import yaml
 from torch import nn
 
-from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus
+from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, Select
 from models.common import C3DW, BottleneckDW, DWSConv
 from models.heads import HEADS
 from models.heads.base import Head
@@ -42,6 +42,8 @@ CONCAT = "concat"        # c2 = sum of the input channels
 BATCHNORM = "batchnorm"  # args = [] -> cls(c1)
 EXPLICIT = "explicit"    # args = [c1, c2, ...] as given (torch's own conv); c1 must match the input
 SAME = "same"            # c2 = c1 (resampling, pooling, identity)
+MULTI = "multi"          # cls(c1, *args) returns a list of maps; the module's ``out_channels`` lists their widths
+SELECT = "select"        # args = [k]: output k of a multi-output row
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Block:
     cls: type[nn.Module]
     channels: str
     repeats_inside: bool = False  # the row's `number` becomes the block's own repeat argument
+    own_init: bool = False        # brings its own initialisation or weights: BatchNorm settings left alone
 
 
 MODULES: dict[str, Block] = {
@@ -69,6 +72,7 @@ MODULES: dict[str, Block] = {
     "nn.ZeroPad2d": Block(nn.ZeroPad2d, SAME),
     "nn.BatchNorm2d": Block(nn.BatchNorm2d, BATCHNORM),
     "nn.Conv2d": Block(nn.Conv2d, EXPLICIT),
+    "Select": Block(Select, SELECT),
 }
 ACTIVATIONS = {name: getattr(nn, name) for name in
                ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")}
@@ -108,20 +112,29 @@ def load_cfg(cfg: str | Path | dict) -> tuple[dict, str]:
 
 
 class _Ctx:
-    """What parse_model knows while it walks the rows."""
+    """What parse_model knows while it walks the rows (and hands to a head's ``yaml_args``)."""
 
     def __init__(self, cfg: dict, source: str, ch: int):
-        self.source = source
+        self.cfg, self.source = cfg, source
         self.nc = cfg["nc"]
         self.gd = float(cfg.get("depth_multiple", 1.0))
         self.gw = float(cfg.get("width_multiple", 1.0))
         self.divisor = int(cfg.get("channel_multiple", 8))
-        self.anchors = cfg.get("anchors")
-        self.names = {"nc": self.nc, "anchors": self.anchors, "None": None}
-        na = (len(self.anchors[0]) // 2 if isinstance(self.anchors, list) and self.anchors
-              and isinstance(self.anchors[0], list) else self.anchors if isinstance(self.anchors, int) else 0)
-        self.no = na * (self.nc + 5)
-        self.ch = [ch]  # output channels of each row so far (starts with the input)
+        # a row argument may name a top-level key (nc, anchors, ...): it stands for that key's value
+        self.names = {k: v for k, v in cfg.items() if k not in ("backbone", "head")} | {"None": None}
+        self.ch: list = [ch]  # output channels of each row so far (an int, or a list for a multi-output row)
+        self.head_inputs: list[int] = []  # channels of the head's input maps, set before its yaml_args
+
+    def scale_channels(self, c: int) -> int:
+        return make_divisible(c * self.gw, self.divisor)
+
+    def inputs(self, fs: list[int]) -> list[int]:
+        """Channels of the maps that rows ``fs`` give, a multi-output row counting as all its maps."""
+        out = []
+        for j in fs:
+            c = self.ch[j]
+            out += c if isinstance(c, list) else [c]
+        return out
 
     def error(self, i: int, module: object, msg: str) -> ValueError:
         return ValueError(f"{self.source}: row {i} ({module}): {msg}")
@@ -180,6 +193,15 @@ def _check_from(ctx: _Ctx, i: int, name: str, f) -> list[int]:
     return fs
 
 
+def head_class(cfg: dict, source: str = "<dict>") -> type[Head]:
+    """The head class named by the model dict's last row."""
+    rows = cfg.get("head") or []
+    name = rows[-1][2] if rows and isinstance(rows[-1], list) and len(rows[-1]) == 4 else None
+    if name not in HEADS:
+        raise ValueError(f"{source}: the last row must be a head ({', '.join(HEADS)}), got {name!r}")
+    return HEADS[name]
+
+
 def _lookup(ctx: _Ctx, i: int, name) -> tuple[type[nn.Module], str]:
     if isinstance(name, str) and name in MODULES:
         return MODULES[name].cls, MODULES[name].channels
@@ -193,14 +215,23 @@ def _lookup(ctx: _Ctx, i: int, name) -> tuple[type[nn.Module], str]:
 def _row_args(ctx: _Ctx, i: int, name: str, rule: str, cls, fs: list[int], n: int, args: list) -> tuple[list, int, int]:
     """Resolve names in ``args`` and apply the channel rule -> (constructor args, repeats, output channels)."""
     args = [ctx.names.get(a, a) if isinstance(a, str) else a for a in args]
-    c_in = [ctx.ch[j] for j in fs]
-    if rule in (IN_OUT, BATCHNORM, EXPLICIT, SAME) and len(fs) != 1:
-        raise ctx.error(i, name, f"takes one input, got 'from' {fs}")
+    if rule == SELECT:
+        if len(fs) != 1 or not isinstance(ctx.ch[fs[0]], list):
+            raise ctx.error(i, name, f"selects from one multi-output row, got 'from' {fs}")
+        outs = ctx.ch[fs[0]]
+        if len(args) != 1 or not isinstance(args[0], int) or not -len(outs) <= args[0] < len(outs):
+            raise ctx.error(i, name, f"args must be [k], k an output index of the {len(outs)} outputs, got {args}")
+        return args, n, outs[args[0]]
+    c_in = ctx.inputs(fs)
+    if rule in (IN_OUT, BATCHNORM, EXPLICIT, SAME, MULTI) and len(c_in) != 1:
+        raise ctx.error(i, name, f"takes one input map, got 'from' {fs} ({len(c_in)} maps; pick one with Select)")
     c1 = c_in[0]
+    if rule == MULTI:
+        return [c1, *args], n, None  # channels read from the built module
     if rule == IN_OUT:
         if not args or isinstance(args[0], bool) or not isinstance(args[0], int):
             raise ctx.error(i, name, f"first argument must be the output channels (int), got {args!r}")
-        c2 = args[0] if args[0] == ctx.no else make_divisible(args[0] * ctx.gw, ctx.divisor)
+        c2 = ctx.scale_channels(args[0])
         args = [c1, c2, *args[1:]]
         if MODULES[name].repeats_inside:
             args.insert(2, n)
@@ -221,19 +252,12 @@ def _row_args(ctx: _Ctx, i: int, name: str, rule: str, cls, fs: list[int], n: in
 
 
 def _head_args(ctx: _Ctx, i: int, name: str, cls: type[Head], c_in: list[int], args: list) -> list:
-    params = list(inspect.signature(cls).parameters.values())
-    for k in cls.channel_args:
-        if k >= len(args):
-            args += [p.default for p in params[len(args):k + 1]]
-        args[k] = make_divisible(args[k] * ctx.gw, ctx.divisor)
-    a = next((k for k, p in enumerate(params) if p.name == "anchors"), None)
-    if a is not None and a < len(args):
-        if isinstance(args[a], int) and not isinstance(args[a], bool):  # n anchors per level, fitted later
-            args[a] = [list(range(args[a] * 2))] * len(c_in)
-        elif args[a] is None:
-            raise ctx.error(i, name, "the head needs 'anchors' but the YAML has no top-level 'anchors' key")
-    if len(args) < len(params) - 1:  # optional arguments left out: their defaults, so 'ch' stays last
-        args += [p.default for p in params[len(args):-1]]
+    """The head's own hook turns its YAML arguments into constructor arguments; the input channels go last."""
+    ctx.head_inputs = c_in
+    try:
+        args = cls.yaml_args(list(args), ctx)
+    except (ValueError, TypeError, IndexError) as e:
+        raise ctx.error(i, name, str(e)) from None
     return [*args, c_in]
 
 
@@ -263,6 +287,9 @@ def _build_row(ctx: _Ctx, i: int, row, last: bool) -> tuple[nn.Module, int, list
         raise ctx.error(i, name, f"cannot build with arguments {args}: {e}") from None
     m.i, m.f, m.type = i, (fs if rule == "head" or isinstance(f, list) else f), name
     m.np = sum(p.numel() for p in m.parameters())
+    m.own_init = rule != "head" and MODULES[name].own_init
+    if rule == MULTI:
+        c2 = [int(c) for c in m.out_channels]
     ctx.ch.append(c2)
     return m, n_, args
 
@@ -293,13 +320,55 @@ def parse_model(cfg: dict, ch: int = 3, source: str = "<dict>", verbose: bool = 
     return nn.Sequential(*layers), sorted(set(save))
 
 
-def initialize_weights(model: nn.Module) -> None:
-    """YOLOv5's BatchNorm settings and in-place activations."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
-        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
-            m.inplace = True
+def initialize_weights(layers: nn.Sequential) -> None:
+    """YOLOv5's BatchNorm settings and in-place activations, for rows built from our own blocks only: a row
+    that brings its own initialisation or weights (``Block.own_init``) keeps its BatchNorm settings."""
+    for row in layers:
+        if getattr(row, "own_init", False):
+            continue
+        for m in row.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps, m.momentum = 1e-3, 0.03
+            elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+                m.inplace = True
+
+
+def fuse_conv_bn(module: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d into it, wherever it is: the pairs are found
+    on the module's traced graph (torch.fx), so only a BN fed by a conv and nothing else is folded; a module
+    that cannot be traced is searched child by child. Returns the number of pairs folded."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
+        return 0
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception:  # data-dependent control flow, list inputs ...: look inside instead
+        return sum(fuse_conv_bn(c) for c in module.children())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    folded = 0
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), nn.BatchNorm2d):
+            continue
+        prev = node.args[0]
+        if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1
+                and calls[prev.target] == 1 and calls[node.target] == 1
+                and isinstance(module.get_submodule(prev.target), nn.Conv2d)):
+            continue
+        conv, bn = module.get_submodule(prev.target), module.get_submodule(node.target)
+        if bn.running_mean is None:
+            continue
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), bn.eval())
+        _set_submodule(module, prev.target, fused)
+        _set_submodule(module, node.target, nn.Identity())
+        folded += 1
+    return folded
+
+
+def _set_submodule(root: nn.Module, target: str, new: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
 class DetectionModel(nn.Module):
@@ -310,7 +379,7 @@ class DetectionModel(nn.Module):
     """
 
     def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None,
-                 anchors: int | list | None = None, verbose: bool = False):
+                 hyp: dict | None = None, verbose: bool = False):
         super().__init__()
         self.yaml, self.yaml_file = load_cfg(cfg)
         ch = self.yaml["ch"] = self.yaml.get("ch", ch)
@@ -318,13 +387,13 @@ class DetectionModel(nn.Module):
             if verbose:
                 LOGGER.info(f"Overriding {self.yaml_file} nc={self.yaml.get('nc')} with nc={nc}")
             self.yaml["nc"] = nc
-        if anchors is not None:
-            self.yaml["anchors"] = anchors
+        if hyp:
+            self.yaml = head_class(self.yaml, self.yaml_file).cfg_from_hyp(self.yaml, hyp)
         self.model, self.save = parse_model(deepcopy(self.yaml), ch, self.yaml_file, verbose)
         self.names = {i: str(i) for i in range(self.yaml["nc"])}
         self.export = False
         self.head.initialize(self._probe_strides(ch))
-        initialize_weights(self)
+        initialize_weights(self.model)
         if verbose:
             self.info()
 
@@ -352,23 +421,52 @@ class DetectionModel(nn.Module):
     def stride(self) -> torch.Tensor:
         return self.head.stride
 
-    def forward(self, x: torch.Tensor):
-        raw = self.head(self._features(x))
+    @property
+    def suppressed(self) -> bool:
+        """The eval output holds final detections: skip NMS (``utils.boxes.postprocess``)."""
+        return self.head.suppressed
+
+    @property
+    def has_val_loss(self) -> bool:
+        return self.head.val_loss
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
+        """Training: the head's output for its criterion (the head gets ``targets`` when it needs them).
+        Eval: ``(decoded, raw)``; with ``export`` set, only ``decoded``."""
+        features = self._features(x)
         if self.training:
-            return raw
+            return self.head(features, targets) if self.head.needs_targets else self.head(features)
+        raw = self.head(features)
         y = self.head.decode(raw)
         return y if self.export else (y, raw)
+
+    def on_epoch(self, state) -> None:
+        """Start of an epoch (``models.heads.base.EpochState``): the head's epoch-switched behaviour."""
+        self.head.on_epoch(state)
+
+    @staticmethod
+    def _gather(f, x, y: list) -> torch.Tensor | list:
+        """A row's input: the previous output, or the outputs of rows ``f`` (a multi-output row's maps
+        spliced into the list)."""
+        if f == -1:
+            return x
+        if isinstance(f, int):
+            return y[f]
+        out = []
+        for j in f:
+            v = x if j == -1 else y[j]
+            out += v if isinstance(v, list) else [v]
+        return out
 
     def _features(self, x: torch.Tensor, checked: bool = False):
         """Run every row but the head; return the head's inputs. ``checked`` turns a failing row into a
         ValueError that names it (used by the stride probe)."""
         y = []
         for m in self.model[:-1]:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = self._gather(m.f, x, y)
             x = self._run_checked(m, x) if checked else m(x)
             y.append(x if m.i in self.save else None)
-        return [x if j == -1 else y[j] for j in self.head.f]
+        return self._gather(self.head.f, x, y)
 
     def _run_checked(self, m: nn.Module, x):
         try:
@@ -399,18 +497,37 @@ class DetectionModel(nn.Module):
         self.export = self.head.export = export
         return self
 
+    def deploy(self) -> DetectionModel:
+        """Drop the head's training-only modules (an inference copy: export, fuse, deploy counts)."""
+        self.head.strip_training_modules()
+        return self
+
     def fuse(self, verbose: bool = False) -> DetectionModel:
-        """Fold BatchNorm into the preceding convolutions (for inference)."""
+        """For inference: drop training-only modules, fold BatchNorm into the preceding convolutions (our
+        ``Conv`` blocks directly, any other Conv2d + BatchNorm2d pair found on the traced graph)."""
+        self.deploy()
         for m in self.modules():
             if isinstance(m, Conv):
                 m.fuse()
+        fuse_conv_bn(self.model)
         if verbose:
             self.info()
         return self
 
+    def deploy_params(self) -> int:
+        """Parameters of the inference model: all but those of the head's training-only modules."""
+        extra = sum(p.numel() for n in self.head.train_only if getattr(self.head, n, None) is not None
+                    for p in getattr(self.head, n).parameters())
+        return count_params(self)[0] - extra
+
     def info(self, imgsz: int = 640) -> dict:
         name = Path(self.yaml_file).stem.replace("yolov5", "YOLOv5") if self.yaml_file != "<dict>" else "Model"
-        return model_info(self, name, imgsz, ch=self.yaml["ch"], stride=max(int(self.stride.max()), 32))
+        info = model_info(self, name, imgsz, ch=self.yaml["ch"], stride=max(int(self.stride.max()), 32))
+        info["deploy_parameters"] = self.deploy_params()
+        if info["deploy_parameters"] != info["parameters"]:
+            LOGGER.info(f"{name}: {info['parameters']} parameters in training, {info['deploy_parameters']} deployed "
+                        f"(training-only: {', '.join(self.head.train_only)})")
+        return info
 
 
 Model = DetectionModel  # YOLOv5's name

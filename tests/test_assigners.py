@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.assigners import SimOTAResult, batched_box_iou, simota_assign
+from utils.assigners import Assignment, batched_box_iou, simota_assign
 
 
 def make_priors(imgsz: int, strides: tuple[int, ...]) -> torch.Tensor:
@@ -208,7 +208,7 @@ def test_input_forms_dtypes_and_no_grad():
     pred_boxes, cls, obj, priors, gt_boxes, gt_labels, gt_mask = random_case(7, [4, 2])
     cls.requires_grad_(True)
     res = simota_assign(pred_boxes, cls, obj, priors, gt_boxes, gt_labels, gt_mask)
-    assert isinstance(res, SimOTAResult)
+    assert isinstance(res, Assignment)
     assert not res.matched_iou.requires_grad
     assert res.assigned_gt.dtype == torch.long and res.num_fg.dim() == 0
     flat = simota_assign(pred_boxes, cls, obj[..., 0], priors, gt_boxes, gt_labels, gt_mask)

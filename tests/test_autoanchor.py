@@ -45,7 +45,7 @@ def test_head_fit_priors_updates_grid_units_anchors():
     rng = np.random.default_rng(0)
     wh = np.concatenate([rng.uniform(3, 6, (300, 2)), rng.uniform(200, 300, (300, 2))]).astype(np.float32)
     before = model.head.anchors.clone()
-    model.head.fit_priors(wh, 4.0)
+    model.head.fit_priors(wh, {"anchor_t": 4.0})
     after_px = model.head.anchors * model.head.stride.view(-1, 1, 1)
     assert not torch.equal(before, model.head.anchors)
     bpr, _ = anchor_stats(after_px.reshape(-1, 2).numpy(), wh, 4.0)

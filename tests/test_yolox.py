@@ -13,6 +13,7 @@ import utils.boxes as boxes
 import utils.losses as losses
 from models.common import C3DW, DWSConv
 from models.heads import YOLOXHead
+from models.heads.base import EpochState
 from models.yolo import DetectionModel, load_cfg
 from utils.boxes import decode_yolox, encode_yolox, non_max_suppression, xywh2xyxy
 from utils.losses import YOLOXLoss, pad_targets
@@ -23,6 +24,14 @@ AF_CFGS = ["yolox-nano.yaml", "yolox-tiny.yaml", "yolox-s.yaml", "yolov5n-decoup
 PUBLISHED = {"yolox-nano.yaml": (0.91e6, 1.08, 416), "yolox-tiny.yaml": (5.06e6, 6.45, 416),
              "yolox-s.yaml": (8.97e6, 26.8, 640)}
 HYP = {"box": 0.05, "cls": 0.5, "obj": 1.0, "anchor_t": 4.0}
+NO_MOSAIC = EpochState(epoch=0, epochs=1, mosaic=False)  # YOLOX's L1 term is on
+
+
+def _decode(crit: YOLOXLoss, raw) -> torch.Tensor:
+    """(B, N, 4) cxcywh boxes from the loss's own flattened cells and strides, with the shared coder."""
+    pred = crit.flatten(raw)
+    cell, stride = crit.cells(raw)
+    return torch.cat(decode_yolox(pred[..., 0:2], pred[..., 2:4], cell, stride), -1)
 
 
 def tiny_model(nc: int = 2, width: float = 0.125) -> DetectionModel:
@@ -78,8 +87,14 @@ def test_yolox_widths_follow_the_reference():
 
 def test_head_args_are_checked():
     cfg, _ = load_cfg("yolov5n-decoupled-af.yaml")
-    cfg["head"][-1][3] = ["nc", 256]  # depthwise missing: ch would land on it
+    cfg["head"][-1][3] = ["nc", 256]  # optional arguments left out take their defaults; ch stays last
+    head = DetectionModel(cfg).head
+    assert head.depthwise is False and head.assigner == "simota"
+    cfg["head"][-1][3] = ["nc", 256, "yes"]
     with pytest.raises(ValueError, match="depthwise"):
+        DetectionModel(cfg)
+    cfg["head"][-1][3] = ["nc", 256, False, "hungarian"]
+    with pytest.raises(ValueError, match=r"row 24 \(YOLOXHead\).*assigner 'hungarian' not known"):
         DetectionModel(cfg)
 
 
@@ -153,7 +168,7 @@ def test_coder_round_trip_and_shared_by_head_and_loss():
     raw = model.train()(torch.rand(2, 3, 64, 96))
     crit = model.criterion(HYP)
     with torch.no_grad():
-        torch.testing.assert_close(crit.decode(raw), model.head.decode(raw)[..., :4])
+        torch.testing.assert_close(_decode(crit, raw), model.head.decode(raw)[..., :4])  # same cells, strides
 
 
 # ---------------------------------------------------------------------------------------------------- loss
@@ -178,7 +193,7 @@ def reference_terms(crit: YOLOXLoss, raw, targets, img_w, img_h):
     """YOLOX's get_losses written out per positive, on the criterion's own assignment."""
     pred = crit.flatten(raw)
     cell, stride = crit.cells(raw)
-    pred_box = crit.decode(raw)
+    pred_box = _decode(crit, raw)
     gt = pad_targets(targets, pred.shape[0], img_w, img_h)
     res = crit.assign(pred, pred_box, cell, stride, gt)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
@@ -205,7 +220,7 @@ def test_loss_terms_match_per_positive_reference():
     g = torch.Generator().manual_seed(2)
     targets = random_targets(g, [4, 0, 2], nc=3)
     crit = model.criterion(HYP)
-    crit.on_close_mosaic()
+    crit.on_epoch(NO_MOSAIC)
     with torch.no_grad():
         raw = model.train()(torch.rand(3, 3, 64, 96))
         total, items = crit(raw, targets)
@@ -218,7 +233,7 @@ def test_loss_terms_match_per_positive_reference():
 def test_empty_images_give_finite_losses_and_zero_box_terms():
     model = tiny_model(nc=2)
     crit = model.criterion(HYP)
-    crit.on_close_mosaic()
+    crit.on_epoch(NO_MOSAIC)
     raw = model.train()(torch.rand(2, 3, 64, 64))
     total, items = crit(raw, torch.zeros(0, 6))
     assert torch.isfinite(total) and items[1] > 0
@@ -238,7 +253,7 @@ def test_l1_switched_on_by_close_mosaic():
     with torch.no_grad():
         raw = model.train()(torch.rand(2, 3, 64, 64))
         _, before = crit(raw, targets)
-        crit.on_close_mosaic()
+        crit.on_epoch(NO_MOSAIC)
         _, after = crit(raw, targets)
     assert before[3] == 0 and after[3] > 0
     torch.testing.assert_close(before[:3], after[:3])
@@ -248,13 +263,13 @@ def test_l1_switched_on_by_close_mosaic():
 def test_center_only_rule_from_hyp():
     model = tiny_model(nc=2)
     crit = model.criterion({**HYP, "simota_center_only": True})
-    assert crit.center_only and crit.center_radius == 1.5
+    assert crit.assign_options == {"center_only": True, "center_radius": 1.5}
     targets = torch.tensor([[0, 1, 0.5, 0.5, 0.8, 0.8]])  # a big box: many cells inside it
     with torch.no_grad():
         raw = model.train()(torch.rand(1, 3, 64, 64))
         pred = crit.flatten(raw)
         cell, stride = crit.cells(raw)
-        res = crit.assign(pred, crit.decode(raw), cell, stride, pad_targets(targets, 1, 64, 64))
+        res = crit.assign(pred, _decode(crit, raw), cell, stride, pad_targets(targets, 1, 64, 64))
     centres = (cell + 0.5) * stride
     fg = res.fg_mask[0]
     assert fg.any()

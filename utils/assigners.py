@@ -1,8 +1,15 @@
 """Label assigners: which prediction learns from which ground truth.
 
 Every assigner here is a stateless function, batched over ground truths padded to the largest count
-in the batch, with a validity mask. The result contract is small: per prediction, the index of its
-ground truth or -1 for background (like torchvision's ``Matcher``), plus what the loss needs beside.
+in the batch, with a validity mask, called as
+``assign(pred_boxes, pred_cls_logits, pred_obj_logits, priors, gt_boxes, gt_labels, gt_mask, **options)``
+and returning an ``Assignment``: per prediction, the index of its ground truth or -1 for background (like
+torchvision's ``Matcher``) and a soft quality target (the IoU of the prediction with that ground truth).
+``ASSIGNERS`` names them for YAML rows (``YOLOXHead``'s ``assigner`` argument).
+
+YOLOv5's shape matching (``utils.losses.build_yolov5_targets``) keeps its own contract: one prediction
+(image, anchor, cell) may be matched to two ground truths, and YOLOv5 trains box and class on both (its
+objectness keeps the last); one index per prediction cannot express that without changing YOLOv5's loss.
 
 Shape shorthand:
     B: batch size      N: predictions (priors) per image      G: padded ground truths per image
@@ -10,7 +17,7 @@ Shape shorthand:
 Boxes are ``xyxy`` in input pixels unless a name says otherwise. Priors are ``(N, 4)`` rows
 ``[cx, cy, stride_x, stride_y]``: the centre of each grid cell, ``(grid + 0.5) * stride``, in pixels.
 
-Sections: shared helpers, SimOTA (YOLOX).
+Sections: shared helpers, SimOTA (YOLOX), centre sampling (FCOS), the name table.
 """
 from __future__ import annotations
 
@@ -59,8 +66,8 @@ def batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-class SimOTAResult(NamedTuple):
-    """What SimOTA hands to the loss.
+class Assignment(NamedTuple):
+    """The one result contract of every assigner here (what a loss reads).
 
     assigned_gt: (B, N) long, index into the padded G axis, -1 = background.
     matched_iou: (B, N) float32, IoU of the prediction with its assigned gt (the soft class
@@ -207,7 +214,7 @@ def simota_assign(
     candidate_topk: int = 10,
     iou_weight: float = 3.0,
     center_only: bool = False,
-) -> SimOTAResult:
+) -> Assignment:
     """YOLOX's SimOTA, batched: no loop over images or ground truths, no host sync.
 
     pred_boxes (B, N, 4) xyxy px, pred_cls_logits (B, N, nc), pred_obj_logits (B, N[, 1]),
@@ -226,7 +233,7 @@ def simota_assign(
     device = pred_boxes.device
     if gt_boxes.shape[1] == 0:
         background = torch.full((batch, num_priors), -1, dtype=torch.long, device=device)
-        return SimOTAResult(background, torch.zeros((batch, num_priors), device=device),
+        return Assignment(background, torch.zeros((batch, num_priors), device=device),
                             torch.zeros((), dtype=torch.long, device=device))
 
     gt_boxes = gt_boxes.float()
@@ -243,4 +250,68 @@ def simota_assign(
     assigned_gt = _simota_match(cost, dynamic_k, candidate_topk)
     fg = assigned_gt >= 0
     matched_iou = iou.gather(1, assigned_gt.clamp(min=0)[:, None, :]).squeeze(1) * fg
-    return SimOTAResult(assigned_gt, matched_iou, fg.sum())
+    return Assignment(assigned_gt, matched_iou, fg.sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# Centre sampling (FCOS), a static geometric assigner
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def center_assign(
+    pred_boxes: Tensor,
+    pred_cls_logits: Tensor,
+    pred_obj_logits: Tensor | None,
+    priors: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_mask: Tensor,
+    center_radius: float = 1.5,
+) -> Assignment:
+    """FCOS's centre sampling: a prior is a positive of a gt when its centre lies inside the gt box and
+    within ``center_radius`` strides of the gt centre on both axes; a prior inside several gts takes the
+    one of smallest area (FCOS's ambiguity rule). The predictions do not move the assignment; they only
+    give the quality target (IoU of the prediction with its gt). Arguments as ``simota_assign``.
+    """
+    if pred_boxes.ndim != 3 or pred_boxes.shape[-1] != 4:
+        raise ValueError(f"pred_boxes must be (B, N, 4) xyxy, got shape {tuple(pred_boxes.shape)}")
+    batch, num_priors = pred_boxes.shape[:2]
+    if tuple(priors.shape) != (num_priors, 4):
+        raise ValueError(f"priors must be (N, 4) = ({num_priors}, 4) [cx, cy, sx, sy], got {tuple(priors.shape)}")
+    _check_gt(gt_boxes, gt_labels, gt_mask, batch)
+    if not center_radius > 0:
+        raise ValueError(f"center_radius must be > 0, got {center_radius}")
+    device = pred_boxes.device
+    if gt_boxes.shape[1] == 0:
+        background = torch.full((batch, num_priors), -1, dtype=torch.long, device=device)
+        return Assignment(background, torch.zeros((batch, num_priors), device=device),
+                          torch.zeros((), dtype=torch.long, device=device))
+    gt_boxes, priors = gt_boxes.float(), priors.float()
+    centre = (gt_boxes[..., :2] + gt_boxes[..., 2:]) * 0.5  # (B, G, 2)
+    half_wh = (gt_boxes[..., 2:] - gt_boxes[..., :2]) * 0.5
+    dx = (priors[:, 0] - centre[..., 0, None]).abs()  # (B, G, N)
+    dy = (priors[:, 1] - centre[..., 1, None]).abs()
+    inside = ((dx < half_wh[..., 0, None]) & (dy < half_wh[..., 1, None])
+              & (dx < priors[:, 2] * center_radius) & (dy < priors[:, 3] * center_radius) & gt_mask[..., None])
+    area = (half_wh[..., 0] * half_wh[..., 1])[..., None].expand_as(dx)  # (B, G, N)
+    area = torch.where(inside, area, torch.full_like(area, float("inf")))
+    best_area, best_gt = area.min(dim=1)  # (B, N)
+    fg = torch.isfinite(best_area)
+    assigned_gt = torch.where(fg, best_gt, torch.full_like(best_gt, -1))
+    iou = batched_box_iou(gt_boxes, pred_boxes.float())  # (B, G, N)
+    matched_iou = iou.gather(1, best_gt[:, None, :]).squeeze(1) * fg
+    return Assignment(assigned_gt, matched_iou, fg.sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# Names usable in YAML rows
+# ---------------------------------------------------------------------------------------------
+ASSIGNERS = {"simota": simota_assign, "center": center_assign}
+
+
+def get_assigner(name: str):
+    """The assigner called ``name`` in ``ASSIGNERS``; a clear error naming the known ones."""
+    if name not in ASSIGNERS:
+        raise ValueError(f"assigner {name!r} not known; use one of {', '.join(ASSIGNERS)}")
+    return ASSIGNERS[name]

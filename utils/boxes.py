@@ -195,6 +195,27 @@ def _candidates(x: Tensor, conf_thres: float, multi_label: bool) -> Tensor:
     return torch.cat((box, conf, j.to(x.dtype)), 1)[keep]
 
 
+def postprocess(prediction: Tensor, suppressed: bool, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                classes: list[int] | None = None, agnostic: bool = False, multi_label: bool = False,
+                max_det: int = 300) -> list[Tensor]:
+    """Decoded predictions -> per image (n, 6) [x1, y1, x2, y2, conf, cls]: YOLOv5's NMS, or for a model whose
+    head already suppressed its detections (``suppressed``; see models/heads/base.py) the same thresholds,
+    class filter and ``max_det`` without NMS."""
+    if not suppressed:
+        return non_max_suppression(prediction, conf_thres, iou_thres, classes, agnostic, multi_label, max_det)
+    if isinstance(prediction, (list, tuple)):
+        prediction = prediction[0]
+    nc = prediction.shape[2] - 5
+    cls_filter = None if classes is None else torch.as_tensor(classes, device=prediction.device)
+    output = []
+    for x in prediction:
+        x = _candidates(x[x[:, 4] > conf_thres], conf_thres, multi_label and nc > 1)
+        if cls_filter is not None:
+            x = x[(x[:, 5:6] == cls_filter).any(1)]
+        output.append(x[x[:, 4].argsort(descending=True)[:max_det]])
+    return output
+
+
 def non_max_suppression(prediction: Tensor | tuple | list, conf_thres: float = 0.25, iou_thres: float = 0.45,
                         classes: list[int] | None = None, agnostic: bool = False, multi_label: bool = False,
                         max_det: int = 300) -> list[Tensor]:

@@ -1,10 +1,10 @@
 """Losses: primitive terms and one criterion per head family.
 
 A criterion is built by its head with everything it needs passed explicitly (nc, anchors, strides,
-hyperparameters) and is called as ``criterion(raw, targets) -> (total, items)``: ``items`` is a detached
-1-D tensor of the named terms in ``criterion.loss_names`` (these become the results.csv columns), and
-``total`` = sum(items) x batch size (YOLOv5's reduction), the tensor to back-propagate.
-Every criterion also has ``on_close_mosaic()``, called when the no-augmentation epochs begin.
+hyperparameters) and satisfies ``models.heads.base.Criterion``: ``criterion(raw, targets) -> (total, items)``
+where ``items`` is a detached 1-D tensor of the named terms in ``criterion.loss_names`` (these become the
+results.csv columns) and ``total`` = sum(items) x batch size (YOLOv5's reduction), the tensor to
+back-propagate; ``on_epoch(state)`` is called at the start of every epoch.
 
 Shape shorthand: bs batch, na anchors per level, ny/nx feature size, no = 5 + nc, M targets,
 P positives (target x anchor x cell matches) on one level.
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import box_convert, sigmoid_focal_loss
 
-from utils.assigners import SimOTAResult, simota_assign
+from utils.assigners import Assignment, get_assigner
 from utils.boxes import bbox_iou, decode_yolov5, decode_yolox, encode_yolox, make_grid
 
 # neighbour cells a target may also be assigned to: itself, left, up, right, down (offset 0.5)
@@ -116,8 +116,8 @@ class YOLOv5Loss:
         self.bce_cls = BCELogits(hyp.get("cls_pw", 1.0), gamma)
         self.bce_obj = BCELogits(hyp.get("obj_pw", 1.0), gamma)
 
-    def on_close_mosaic(self) -> None:
-        """Called by train.py when strong augmentation stops for the last epochs; YOLOv5's loss is unchanged."""
+    def on_epoch(self, state) -> None:
+        """YOLOv5's loss does not change over a run."""
 
     def __call__(self, raw: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
         """raw: per level (bs, na, ny, nx, no) logits; targets: (M, 6) normalised -> (total, items (3,))."""
@@ -192,12 +192,13 @@ def pad_targets(targets: Tensor, batch_size: int, img_w: float, img_h: float) ->
 class YOLOXLoss:
     """YOLOX's loss (paper / release 0.3.0) for ``YOLOXHead``.
 
-    SimOTA picks the positives (``utils.assigners.simota_assign``; hyp ``simota_center_only: true``
-    switches to YOLOX main's centre-only rule, radius 1.5). Terms, each summed and divided by the number
+    The head's assigner picks the positives: SimOTA by default (``utils.assigners.simota_assign``; hyp
+    ``simota_center_only: true`` switches to YOLOX main's centre-only rule, radius 1.5), or any other
+    name in ``utils.assigners.ASSIGNERS`` (the head's ``assigner`` YAML argument). Terms, each summed and divided by the number
     of positives in the batch (>= 1):
     iou = 5 * (1 - IoU^2) on positives; obj = BCE against the 0/1 positive mask on every cell;
     cls = BCE on positives against the one-hot class scaled by the assigned IoU; l1 = |raw - encoded gt|
-    on positives, only after ``on_close_mosaic()``.
+    on positives, only in epochs without mosaic (``on_epoch``).
 
     Reduction: YOLOX applies lr 0.01 to this per-positive mean over 64 images; YOLOv5's pipeline applies
     lr 0.01 to the sum over a nominal 64 images of per-image items (``total = sum(items) * bs``, gradients
@@ -208,20 +209,26 @@ class YOLOXLoss:
 
     loss_names = ("iou", "obj", "cls", "l1")
 
-    def __init__(self, nc: int, strides: Tensor | list[float], hyp: dict, label_smoothing: float = 0.0):
+    def __init__(self, nc: int, strides: Tensor | list[float], hyp: dict, label_smoothing: float = 0.0,
+                 assigner: str = "simota"):
         self.nc = nc
+        self.assigner_name, self.assigner = assigner, get_assigner(assigner)
         self.strides = [float(s) for s in strides]
         if not self.strides or min(self.strides) <= 0:
             raise ValueError(f"YOLOXLoss: strides must be positive, got {self.strides} (was the model initialised?)")
-        self.center_only = bool(hyp.get("simota_center_only", False))
-        self.center_radius = float(hyp.get("simota_center_radius", 1.5 if self.center_only else 2.5))
+        if assigner == "simota":
+            center_only = bool(hyp.get("simota_center_only", False))
+            radius = float(hyp.get("simota_center_radius", 1.5 if center_only else 2.5))
+            self.assign_options = {"center_radius": radius, "center_only": center_only}
+        else:
+            self.assign_options = {}
         self.cp, self.cn = smooth_bce(label_smoothing)
         self.use_l1 = False
         self._cells: tuple | None = None  # (key, cell (N, 2), stride (N, 1))
 
-    def on_close_mosaic(self) -> None:
-        """The no-augmentation epochs begin: add the L1 term, as YOLOX does."""
-        self.use_l1 = True
+    def on_epoch(self, state) -> None:
+        """The L1 term is on while mosaic is off (YOLOX's last no-augmentation epochs)."""
+        self.use_l1 = not state.mosaic
 
     def flatten(self, raw: list[Tensor]) -> Tensor:
         """Per-level ``(B, 1, ny, nx, 5 + nc)`` -> ``(B, N, 5 + nc)`` float32, levels in order."""
@@ -245,12 +252,6 @@ class YOLOXLoss:
             self._cells = (key, cell, stride)
         return self._cells[1], self._cells[2]
 
-    def decode(self, raw: list[Tensor]) -> Tensor:
-        """``(B, N, 4)`` cxcywh pixel boxes, with the head's coder (``decode_yolox``)."""
-        pred = self.flatten(raw)
-        cell, stride = self.cells(raw)
-        return torch.cat(decode_yolox(pred[..., 0:2], pred[..., 2:4], cell, stride), -1)
-
     def __call__(self, raw: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
         """raw: per level (B, 1, ny, nx, 5 + nc); targets: (M, 6) normalised -> (total, items (4,))."""
         pred = self.flatten(raw)  # (B, N, no)
@@ -263,16 +264,15 @@ class YOLOXLoss:
         items = terms / YOLOX_NOMINAL_BATCH
         return items.sum() * pred.shape[0], items.detach()
 
-    def assign(self, pred: Tensor, pred_box: Tensor, cell: Tensor, stride: Tensor, gt: PaddedTargets) -> SimOTAResult:
-        """SimOTA on detached predictions; priors are the cell centres."""
+    def assign(self, pred: Tensor, pred_box: Tensor, cell: Tensor, stride: Tensor, gt: PaddedTargets) -> Assignment:
+        """The head's assigner (SimOTA by default) on detached predictions; priors are the cell centres."""
         priors = torch.cat(((cell + 0.5) * stride, stride, stride), 1)  # (N, 4) [cx, cy, sx, sy]
-        return simota_assign(
+        return self.assigner(
             box_convert(pred_box.detach(), "cxcywh", "xyxy"), pred[..., 5:].detach(), pred[..., 4:5].detach(),
-            priors, box_convert(gt.boxes, "cxcywh", "xyxy"), gt.labels, gt.mask,
-            center_radius=self.center_radius, center_only=self.center_only)
+            priors, box_convert(gt.boxes, "cxcywh", "xyxy"), gt.labels, gt.mask, **self.assign_options)
 
     def terms(self, pred: Tensor, pred_box: Tensor, cell: Tensor, stride: Tensor, gt: PaddedTargets,
-              assigned: SimOTAResult) -> Tensor:
+              assigned: Assignment) -> Tensor:
         """``(4,)`` [5 * iou, obj, cls, l1], each summed and divided by the positives; computed densely
         over all cells with the positive mask (no data-dependent indexing, so no host sync)."""
         fg = assigned.fg_mask  # (B, N)

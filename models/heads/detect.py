@@ -36,7 +36,13 @@ def _anchor_tensor(anchors: list | tuple, n_inputs: int) -> Tensor:
 
 
 class Detect(Head):
-    """YOLOv5's coupled head: one 1x1 conv per level to ``na * (5 + nc)`` channels."""
+    """YOLOv5's coupled head: one 1x1 conv per level to ``na * (5 + nc)`` channels.
+
+    Anchors are this family's business: the YAML's top-level ``anchors`` (or a count per level, fitted by
+    AutoAnchor), the hyp keys ``anchors`` (override) and ``anchor_t`` (AutoAnchor and the loss's match).
+    """
+
+    hyp_keys = ("anchors", "anchor_t", "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma")
 
     def __init__(self, nc: int = 80, anchors: list | tuple = (), ch: list[int] | tuple[int, ...] = ()):
         super().__init__()
@@ -57,7 +63,28 @@ class Detect(Head):
         bs, _, ny, nx = x.shape
         return self.m[i](x).view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
 
-    def forward(self, features: list[Tensor]) -> list[Tensor]:
+    @classmethod
+    def yaml_args(cls, args: list, ctx) -> list:
+        """``anchors`` as given (per-level ``w, h`` lists), or a count per level (placeholders for AutoAnchor)."""
+        args = super().yaml_args(args, ctx)
+        if isinstance(args[1], int) and not isinstance(args[1], bool):
+            args[1] = [list(range(args[1] * 2))] * len(ctx.head_inputs)
+        elif args[1] is None:
+            raise ValueError("the head needs 'anchors' but the YAML has no top-level 'anchors' key")
+        return args
+
+    @classmethod
+    def cfg_from_hyp(cls, cfg: dict, hyp: dict) -> dict:
+        """YOLOv5's hyp key ``anchors`` (anchors per level) replaces the YAML's anchors."""
+        if hyp.get("anchors"):
+            cfg = {**cfg, "anchors": round(hyp["anchors"])}
+        return cfg
+
+    def transfer_exclude(self, hyp: dict, new_cfg: bool) -> tuple[str, ...]:
+        """YOLOv5: anchors are not transferred into a new cfg or when the hyp sets new ones."""
+        return ("anchor",) if new_cfg or hyp.get("anchors") else ()
+
+    def forward(self, features: list[Tensor], targets: Tensor | None = None) -> list[Tensor]:
         """Raw logits per level, ``(bs, na, ny, nx, no)``."""
         return [self._predict_level(i, x) for i, x in enumerate(features)]
 
@@ -99,10 +126,10 @@ class Detect(Head):
         return YOLOv5Loss(self.nc, self.anchors, hyp, imgsz, label_smoothing)
 
     @torch.no_grad()
-    def fit_priors(self, label_wh: np.ndarray, thr: float) -> None:
+    def fit_priors(self, label_wh: np.ndarray, hyp: dict) -> None:
         """AutoAnchor: refit the anchors (k-means + evolution) when they fit the labels poorly."""
         stride = self.stride.view(-1, 1, 1)
-        new = check_anchors(label_wh, (self.anchors * stride).cpu().numpy(), thr)
+        new = check_anchors(label_wh, (self.anchors * stride).cpu().numpy(), float(hyp["anchor_t"]))
         if new is not None:
             self.anchors.copy_(torch.from_numpy(new).to(self.anchors) / stride)
             self._grids = [None] * self.nl

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from models.common import DWSConv
 from models.heads.base import Head
 from models.heads.detect import DecoupledHead
+from utils.assigners import get_assigner
 from utils.boxes import decode_yolox, make_grid
 from utils.losses import YOLOXLoss
 
@@ -34,15 +35,17 @@ def _level(c1: int, hidden: int, nc: int, depthwise: bool) -> DecoupledHead:
 class YOLOXHead(Head):
     """YOLOX's anchor-free decoupled head; its criterion is ``utils.losses.YOLOXLoss`` (SimOTA).
 
-    YAML: ``[[17, 20, 23], 1, YOLOXHead, [nc, 256, False]]`` -- ``hidden`` is the stem width at
+    YAML: ``[[17, 20, 23], 1, YOLOXHead, [nc, 256, False, simota]]`` -- ``hidden`` is the stem width at
     width_multiple 1.0 (parse_model scales it, YOLOX: int(256 * width)); ``depthwise`` selects the
-    depthwise-separable 3x3 convs (YOLOX-Nano).
+    depthwise-separable 3x3 convs (YOLOX-Nano); ``assigner`` names the label assigner
+    (``utils.assigners.ASSIGNERS``: ``simota``, the paper's and the default, or ``center``).
     """
 
     channel_args = (1,)
+    hyp_keys = ("simota_center_only", "simota_center_radius")
     na = 1  # predictions per cell
 
-    def __init__(self, nc: int = 80, hidden: int = 256, depthwise: bool = False,
+    def __init__(self, nc: int = 80, hidden: int = 256, depthwise: bool = False, assigner: str = "simota",
                  ch: list[int] | tuple[int, ...] = ()):
         super().__init__()
         if not isinstance(depthwise, bool):
@@ -53,13 +56,14 @@ class YOLOXHead(Head):
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
             raise ValueError(f"YOLOXHead: nc must be a positive integer, got {nc!r}")
         self.nc, self.no, self.nl = nc, nc + 5, len(ch)
-        self.hidden, self.depthwise = hidden, depthwise
+        get_assigner(assigner)  # an unknown name fails here, naming the row
+        self.hidden, self.depthwise, self.assigner = hidden, depthwise, assigner
         self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
         self.export = False
         self._grids: list[Tensor | None] = [None] * self.nl
         self.m = nn.ModuleList(_level(c, hidden, nc, depthwise) for c in ch)
 
-    def forward(self, features: list[Tensor]) -> list[Tensor]:
+    def forward(self, features: list[Tensor], targets: Tensor | None = None) -> list[Tensor]:
         """Raw outputs per level, ``(bs, 1, ny, nx, no)``: ``[t_xy, t_wh, obj logit, cls logits]``."""
         return [m(x) for m, x in zip(self.m, features)]
 
@@ -92,7 +96,7 @@ class YOLOXHead(Head):
 
     def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0) -> YOLOXLoss:
         """YOLOX's loss with SimOTA; ``imgsz`` is unused (YOLOX normalises by the number of positives)."""
-        return YOLOXLoss(self.nc, self.stride, hyp, label_smoothing)
+        return YOLOXLoss(self.nc, self.stride, hyp, label_smoothing, self.assigner)
 
     @torch.no_grad()
     def _initialize_biases(self, prior: float = 0.01) -> None:

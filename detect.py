@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.files import increment_path
 from utils.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
 from utils.torch_utils import LOGGER, select_device, time_sync
+from utils.augmentations import round_to_stride
 
 ROOT = Path(__file__).resolve().parent
 
@@ -154,7 +154,7 @@ def check_imgsz(imgsz: int | list[int] | tuple[int, ...], backend: Backend) -> t
         raise ValueError(f"--imgsz {imgsz}: give one size or two (height width), positive")
     h, w = (int(hw[0]), int(hw[-1]))
     s = backend.stride
-    new = (max(math.ceil(h / s) * s, s), max(math.ceil(w / s) * s, s))
+    new = (round_to_stride(h, s), round_to_stride(w, s))
     if new != (h, w):
         LOGGER.warning(f"WARNING: --imgsz {h} {w} must be a multiple of the stride {s}, updating to {new[0]} {new[1]}")
     if backend.imgsz is not None and backend.imgsz != new:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 import warnings
@@ -31,6 +30,7 @@ from models.backends import load_backend, load_model
 from models.yolo import DetectionModel
 from utils.augmentations import letterbox
 from utils.torch_utils import LOGGER, select_device
+from utils.augmentations import round_to_stride
 
 ROOT = Path(__file__).resolve().parent
 FORMATS = {"torchscript": ".torchscript", "onnx": ".onnx"}
@@ -52,7 +52,7 @@ def check_args(include: list[str], imgsz: list[int], batch_size: int, half: bool
     if len(imgsz) not in (1, 2) or min(imgsz) < 1:
         raise ValueError(f"--imgsz {imgsz}: give one size or two (height width), positive")
     h, w = imgsz[0], imgsz[-1]
-    new = (max(math.ceil(h / stride) * stride, stride), max(math.ceil(w / stride) * stride, stride))
+    new = (round_to_stride(h, stride), round_to_stride(w, stride))
     if new != (h, w):
         LOGGER.warning(f"WARNING: --imgsz {h} {w} must be a multiple of the stride {stride}, using {new[0]} {new[1]}")
     return new

@@ -10,7 +10,6 @@ names that become the results.csv columns.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from tqdm import tqdm
 import val as validate
 from models.heads.base import EpochState
 from models.yolo import DetectionModel
+from utils.augmentations import round_to_stride
 from utils.autoanchor import label_wh
 from utils.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
 from utils.dataloaders import check_dataset, create_dataloader
@@ -39,7 +39,7 @@ from utils.torch_utils import (LOGGER, ModelEMA, ema_schedule, has_batchnorm, in
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
-PRECISE_BN_BATCHES = 16  # --precise-bn default, chosen by measurement (bench/README.md, "Precise BN")
+PRECISE_BN_BATCHES = 0  # --precise-bn default: off; measured to lower good epochs (bench/README.md, "Precise BN")
 
 
 def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
@@ -97,7 +97,7 @@ class Trainer:
         self.ckpt = load_checkpoint(opt.weights) if opt.weights else None
         self.model = self._build_model()
         self.gs = max(int(self.model.stride.max()), 32)
-        self.imgsz = max(math.ceil(opt.imgsz / self.gs) * self.gs, 2 * self.gs)
+        self.imgsz = round_to_stride(opt.imgsz, self.gs, floor=2 * self.gs)
         if self.imgsz != opt.imgsz:
             LOGGER.warning(f"--imgsz {opt.imgsz} must be a multiple of max stride {self.gs}, updating to {self.imgsz}")
         self.accumulate = max(round(NBS / opt.batch_size), 1)

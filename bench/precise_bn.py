@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if opt.threads:
         torch.set_num_threads(opt.threads)
     rows = [row for w in opt.weights for row in measure(Path(w), opt.batches, opt.head_only, not opt.no_mosaic)]
-    print(f"\n| checkpoint | epoch | BN batches | seconds | mAP50 | mAP50-95 | val loss |\n|---|---|---|---|---|---|---|")
+    print("\n| checkpoint | epoch | BN batches | seconds | mAP50 | mAP50-95 | val loss |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {Path(r['weights']).name} | {r['epoch']} | {r['batches']}{' (head)' if r['head_only'] else ''}{'' if r['mosaic'] else ' no mosaic'} | "
               f"{r['seconds']:.1f} | {r['map50']:.3f} | {r['map']:.3f} | {r['val_loss']:.4f} |")

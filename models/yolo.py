@@ -32,7 +32,9 @@ from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus
 from models.common import C3DW, BottleneckDW, DWSConv
 from models.heads import HEADS
 from models.heads.base import Head
-from utils.torch_utils import LOGGER, count_params, model_info, profile_module
+from utils import LOGGER
+from utils.files import find_in_dir
+from utils.torch_utils import count_params, model_info, profile_module
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -86,17 +88,7 @@ def make_divisible(x: float, divisor: int = 8) -> int:
 
 def find_cfg(name: str | Path) -> Path:
     """A model YAML by path, or by bare name (``yolov5s-decoupled.yaml`` or ``yolov5s-decoupled``) in models/."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    fname = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
-    found = sorted(MODELS_DIR.rglob(fname))
-    if found:
-        return found[0]
-    available = sorted(x.name for x in MODELS_DIR.rglob("*.yaml"))
-    near = difflib.get_close_matches(fname, available, n=3)
-    hint = f" Did you mean {', '.join(near)}?" if near else f" Available: {', '.join(available)}"
-    raise FileNotFoundError(f"model config '{name}' not found as a file or in {MODELS_DIR}.{hint}")
+    return find_in_dir(name, MODELS_DIR, "model config", recursive=True)
 
 
 def load_cfg(cfg: str | Path | dict) -> tuple[dict, str]:

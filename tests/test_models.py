@@ -142,11 +142,11 @@ def test_grid_rebuilt_on_size_change():
     model = DetectionModel("yolov5n.yaml", nc=2).eval()
     with torch.no_grad():
         model(torch.rand(1, 3, 64, 64))
-        g64 = model.head._grids[0][0]
+        g64 = model.head._grid._grids[0]
         model(torch.rand(1, 3, 64, 64))
-        assert model.head._grids[0][0] is g64  # cached while the size holds
+        assert model.head._grid._grids[0] is g64  # cached while the size holds
         y, _ = model(torch.rand(1, 3, 96, 128))
-    g = model.head._grids[0][0]
+    g = model.head._grid._grids[0]
     assert g.shape[2:4] == (12, 16) and g is not g64
     # decoded centres of the last level cover the new input, not the old one
     assert y[..., 0].max() > 100 and y[..., 1].max() > 70

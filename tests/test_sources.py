@@ -20,7 +20,7 @@ from utils.sources import (
     VideoSink,
     VideoSinks,
     is_stream,
-    list_files,
+    list_media,
     load_source,
     read_stream_list,
     safe_name,
@@ -99,7 +99,7 @@ def test_directory_yields_letterboxed_rgb_batches(image_dir: Path):
 
 
 def test_glob_and_txt_list(image_dir: Path, tmp_path: Path):
-    assert [Path(f).name for f in list_files(str(image_dir / "*.png"))] == ["b.png", "c.png"]
+    assert [Path(f).name for f in list_media(str(image_dir / "*.png"))] == ["b.png", "c.png"]
     video = _write_video(tmp_path / "clip.mp4", 5)
     lst = tmp_path / "list.txt"
     lst.write_text("# detect these\nimages/c.png\n\n" + str(video) + "\n")

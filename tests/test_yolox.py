@@ -120,11 +120,11 @@ def test_export_mode_returns_only_decoded_and_grids_follow_size():
     model = tiny_model(nc=2).eval()
     with torch.no_grad():
         model(torch.rand(1, 3, 64, 64))
-        g64 = model.head._grids[0]
+        g64 = model.head._grid._grids[0]
         model(torch.rand(1, 3, 64, 64))
-        assert model.head._grids[0] is g64  # cached while the size holds
+        assert model.head._grid._grids[0] is g64  # cached while the size holds
         y, _ = model(torch.rand(1, 3, 96, 128))
-        assert model.head._grids[0].shape[2:4] == (12, 16) and y[..., 0].max() > 100
+        assert model.head._grid._grids[0].shape[2:4] == (12, 16) and y[..., 0].max() > 100
         model.set_export()
         out = model(torch.rand(1, 3, 64, 64))
     assert isinstance(out, torch.Tensor) and out.shape == (1, 64 + 16 + 4, 7)

@@ -22,6 +22,12 @@ from utils.boxes import clip_boxes
 FILL = 114  # padding grey of letterbox, mosaic and perspective borders
 
 
+def round_to_stride(size: int, stride: int, floor: int | None = None) -> int:
+    """``size`` rounded up to a multiple of ``stride`` and at least ``floor`` (default: one stride): image
+    sizes a strided model can take (train, detect, export)."""
+    return max(math.ceil(size / stride) * stride, stride if floor is None else floor)
+
+
 def letterbox(
     im: np.ndarray,
     new_shape: int | tuple[int, int] = (640, 640),

@@ -5,11 +5,10 @@ Shape shorthand: L labels, k anchors in all (nl * na).
 """
 from __future__ import annotations
 
-import logging
 
 import numpy as np
+from utils import LOGGER
 
-LOGGER = logging.getLogger("headzoo")
 PREFIX = "AutoAnchor: "
 
 

@@ -25,6 +25,26 @@ def make_grid(nx: int, ny: int, device: torch.device | None = None, dtype: torch
     return torch.stack((xv, yv), dim=-1)
 
 
+class GridCache:
+    """Per-level cell grids ``(1, 1, ny, nx, 2)`` (``make_grid``) for a head: cached, rebuilt when a level's
+    feature size, device or dtype changes, and built afresh inside the traced graph when exporting."""
+
+    def __init__(self, nl: int):
+        self.nl = nl
+        self.clear()
+
+    def clear(self) -> None:
+        self._grids: list[Tensor | None] = [None] * self.nl
+
+    def __call__(self, i: int, nx: int, ny: int, like: Tensor, export: bool = False) -> Tensor:
+        g = self._grids[i]
+        if export or g is None or g.shape[2:4] != (ny, nx) or g.device != like.device or g.dtype != like.dtype:
+            g = make_grid(nx, ny, like.device, like.dtype).view(1, 1, ny, nx, 2)
+            if not export:
+                self._grids[i] = g
+        return g
+
+
 def decode_yolov5(t_xy: Tensor, t_wh: Tensor, cell_xy: Tensor | float, anchor_wh: Tensor) -> tuple[Tensor, Tensor]:
     """YOLOv5's anchor box coder: raw logits -> box centre and size, in the units of ``cell_xy`` and
     ``anchor_wh`` (grid units for the loss, pixels after multiplying by the stride).

@@ -20,7 +20,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -38,9 +37,10 @@ from tqdm import tqdm
 
 from utils.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_flips, random_perspective
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils import LOGGER
+from utils.files import find_in_dir, list_files
 from utils.sources import IMG_FORMATS
 
-LOGGER = logging.getLogger("headzoo")
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_VERSION = 1
 MIN_SIDE = 10  # px; smaller images are rejected
@@ -70,15 +70,7 @@ ISSUES = {
 # ------------------------------------------------------------------ dataset YAMLs
 def resolve_data_yaml(data: str | Path) -> Path:
     """A dataset YAML path: as given if it exists, else the bare name (``.yaml`` optional) in data/."""
-    p = Path(data)
-    if p.is_file():
-        return p.resolve()
-    for cand in (ROOT / "data" / p.name, ROOT / "data" / f"{p.name}.yaml"):
-        if len(p.parts) == 1 and cand.is_file():
-            return cand
-    known = sorted(x.name for x in (ROOT / "data").glob("*.yaml"))
-    raise FileNotFoundError(f"dataset YAML {str(data)!r} not found (as a path, or by name in {ROOT / 'data'}: "
-                            f"{known})")
+    return find_in_dir(data, ROOT / "data", "dataset YAML").resolve()
 
 
 def _names_dict(names, source: Path) -> dict[int, str]:
@@ -134,24 +126,8 @@ def check_dataset(data: str | Path) -> dict:
 # ------------------------------------------------------------------ file lists
 def list_images(path: str | Path | list) -> list[str]:
     """Sorted image files of a directory (recursive), a glob, a ``.txt`` list (lines relative to the list's
-    folder) or a list of those. Directory and glob entries are filtered by image suffix; list files are
-    taken as written so a wrong format is reported by the checks, not hidden."""
-    files: list[str] = []
-    for p in path if isinstance(path, (list, tuple)) else [path]:
-        p = Path(p)
-        if any(c in str(p) for c in "*?["):
-            files += [f for f in glob.glob(str(p), recursive=True) if f.rsplit(".", 1)[-1].lower() in IMG_FORMATS]
-        elif p.is_dir():
-            found = glob.glob(str(p / "**" / "*.*"), recursive=True)
-            files += [f for f in found if f.rsplit(".", 1)[-1].lower() in IMG_FORMATS]
-        elif p.is_file() and p.suffix == ".txt":
-            lines = [x.strip() for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
-            files += [str((p.parent / x).resolve()) if not os.path.isabs(x) else x for x in lines]
-        elif p.is_file():
-            files.append(str(p))
-        else:
-            raise FileNotFoundError(f"image source {p} does not exist")
-    return sorted(os.path.normpath(f) for f in files)
+    folder, taken as written so a wrong format is reported by the checks, not hidden) or a list of those."""
+    return sorted(list_files(path, IMG_FORMATS, recursive=True))
 
 
 def img2label_paths(im_files: list[str]) -> list[str]:

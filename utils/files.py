@@ -1,11 +1,15 @@
 """Run folders and small file helpers."""
 from __future__ import annotations
 
+import difflib
+import glob
 import os
 import re
 from pathlib import Path
 
 import yaml
+
+from utils import LOGGER
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False) -> Path:
@@ -45,16 +49,69 @@ def yaml_save(path: str | Path, data: dict) -> None:
         yaml.safe_dump(plain, f, sort_keys=False)
 
 
-def find_in_dir(name: str | Path, folder: Path, kind: str) -> Path:
-    """A file by path, or by bare name inside ``folder`` (e.g. ``hyp.scratch-low.yaml`` in data/hyps)."""
+def find_in_dir(name: str | Path, folder: Path, kind: str, recursive: bool = False) -> Path:
+    """A file by path, or by bare name (``.yaml`` optional) inside ``folder`` (and its subfolders with
+    ``recursive``): model YAMLs in models/, dataset YAMLs in data/, hyp files in data/hyps. A miss is a clear
+    error naming the nearest names."""
     p = Path(name)
     if p.is_file():
         return p
-    for candidate in (folder / p.name, folder / f"{p.name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    available = ", ".join(sorted(x.name for x in folder.glob("*.yaml")))
-    raise FileNotFoundError(f"{kind} '{name}' not found as a file or in {folder} (available: {available})")
+    fname = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
+    pool = sorted(folder.rglob("*.y*ml") if recursive else folder.glob("*.y*ml"))
+    found = [f for f in pool if f.name == fname]
+    if found:
+        return found[0]
+    names = sorted({f.name for f in pool})
+    near = difflib.get_close_matches(fname, names, n=3)
+    hint = f"did you mean {', '.join(near)}?" if near else f"available: {', '.join(names)}"
+    raise FileNotFoundError(f"{kind} '{name}' not found as a file or by name in {folder} ({hint})")
+
+
+def list_files(source: str | Path | list, suffixes: tuple[str, ...], recursive: bool = False,
+               check_listed: bool = False) -> list[str]:
+    """Files with one of ``suffixes`` (lower case, no dot) from a directory (its subfolders too with
+    ``recursive``) or a glob, sorted, or a file; or the lines of a ``.txt`` list in their order (paths relative
+    to the list's folder, blank and ``#`` lines skipped), taken as written unless ``check_listed`` (then a
+    missing one is an error naming the line). A list of sources gives them one after another. Files of other
+    suffixes are counted in the log."""
+    files: list[str] = []
+    other = 0
+    for src in source if isinstance(source, (list, tuple)) else [source]:
+        s, p = str(src), Path(src)
+        if p.is_file() and p.suffix.lower() == ".txt":
+            files += _read_list(p, check_listed)
+            continue
+        if any(c in s for c in "*?["):
+            found = [f for f in glob.glob(s, recursive=True) if Path(f).is_file()]
+            if not found:
+                raise FileNotFoundError(f"glob {s!r} matches no files")
+        elif p.is_dir():
+            found = ([f for f in glob.glob(str(p / "**" / "*"), recursive=True) if Path(f).is_file()] if recursive
+                     else [str(x) for x in p.iterdir() if x.is_file()])
+        elif p.is_file():
+            found = [s]
+        else:
+            raise FileNotFoundError(f"source {s!r} does not exist")
+        keep = [f for f in found if f.rsplit(".", 1)[-1].lower() in suffixes]
+        other += len(found) - len(keep)
+        files += sorted(keep)
+    if other:
+        LOGGER.info(f"{source}: ignored {other} file(s) whose suffix is not one of {', '.join(suffixes)}")
+    return [os.path.normpath(f) for f in files]
+
+
+def _read_list(path: Path, check: bool) -> list[str]:
+    """Paths of a ``.txt`` list, one a line; relative paths are relative to the list's folder."""
+    files = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        f = Path(line) if Path(line).is_absolute() else path.parent / line
+        if check and not f.is_file():
+            raise FileNotFoundError(f"{path}:{lineno}: {line!r} is not a file")
+        files.append(str(f))
+    return files
 
 
 def safe_filename(s: str) -> str:

@@ -17,8 +17,6 @@ cleanly, with a logged reason, when a stream is gone for good (``StreamConfig``)
 """
 from __future__ import annotations
 
-import glob
-import logging
 import math
 import re
 import threading
@@ -31,8 +29,9 @@ import cv2
 import numpy as np
 
 from utils.augmentations import letterbox
+from utils import LOGGER
+from utils.files import list_files
 
-LOGGER = logging.getLogger("headzoo")
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 VID_FORMATS = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")
@@ -112,7 +111,7 @@ def load_source(
         return StreamSource(read_stream_list(s), imgsz, stride, auto, vid_stride, stream_config)
     if is_stream(s):
         return StreamSource([s], imgsz, stride, auto, vid_stride, stream_config)
-    return FileSource(list_files(s), imgsz, stride, auto, vid_stride)
+    return FileSource(list_media(s), imgsz, stride, auto, vid_stride)
 
 
 def read_stream_list(path: str | Path) -> list[str]:
@@ -129,44 +128,14 @@ def read_stream_list(path: str | Path) -> list[str]:
     return urls
 
 
-def list_files(source: str | Path) -> list[str]:
+def list_media(source: str | Path) -> list[str]:
     """Image and video files of a file, directory (non-recursive), glob or ``.txt`` list, sorted."""
-    s = str(source)
-    p = Path(s)
-    if p.is_dir():
-        files = sorted(str(x) for x in p.iterdir() if x.is_file())
-    elif p.is_file() and p.suffix.lower() == ".txt":
-        files = _read_file_list(p)
-    elif p.is_file():
-        files = [s]
-    elif any(c in s for c in "*?["):
-        files = sorted(x for x in glob.glob(s, recursive=True) if Path(x).is_file())
-        if not files:
-            raise FileNotFoundError(f"glob {s!r} matches no files")
-    else:
-        raise FileNotFoundError(f"source {s!r} does not exist")
-    media = [f for f in files if _suffix(f) in IMG_FORMATS + VID_FORMATS]
-    if len(media) < len(files):
-        LOGGER.info(f"{s}: ignored {len(files) - len(media)} file(s) that are neither images nor videos")
+    media = list_files(source, IMG_FORMATS + VID_FORMATS, check_listed=True)
     if not media:
         raise FileNotFoundError(
-            f"no images or videos in {s!r}; images: {', '.join(IMG_FORMATS)}; videos: {', '.join(VID_FORMATS)}"
+            f"no images or videos in {str(source)!r}; images: {', '.join(IMG_FORMATS)}; videos: {', '.join(VID_FORMATS)}"
         )
     return media
-
-
-def _read_file_list(path: Path) -> list[str]:
-    """Paths of a ``.txt`` list, one a line; relative paths are relative to the list's folder."""
-    files = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        f = Path(line) if Path(line).is_absolute() else path.parent / line
-        if not f.is_file():
-            raise FileNotFoundError(f"{path}:{lineno}: {line!r} is not a file")
-        files.append(str(f))
-    return files
 
 
 def _suffix(path: str) -> str:

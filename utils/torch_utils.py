@@ -1,7 +1,6 @@
 """Torch helpers: model statistics (parameters, GFLOPs) and per-layer profiling."""
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Iterable
@@ -9,8 +8,8 @@ from copy import deepcopy
 
 import torch
 from torch import nn
+from utils import LOGGER
 
-LOGGER = logging.getLogger("headzoo")
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from models.common import Conv
 from models.heads.base import Head
 from utils.autoanchor import check_anchors
-from utils.boxes import decode_yolov5, make_grid
+from utils.boxes import GridCache, decode_yolov5
 from utils.losses import YOLOv5Loss
 
 
@@ -53,7 +53,7 @@ class Detect(Head):
         self.register_buffer("anchors", anchors_px)  # (nl, na, 2), grid units after initialize()
         self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
         self.export = False
-        self._grids: list[tuple[Tensor, Tensor] | None] = [None] * self.nl
+        self._grid = GridCache(self.nl)
         self.m = self._build_levels(ch)
 
     def _build_levels(self, ch: list[int] | tuple[int, ...]) -> nn.ModuleList:
@@ -93,24 +93,12 @@ class Detect(Head):
         out = []
         for i, p in enumerate(raw):
             bs, _, ny, nx, _ = p.shape
-            grid, anchor = self._make_grid(nx, ny, i, p)
+            grid = self._grid(i, nx, ny, p, self.export)
+            anchor = self.anchors[i].to(p.dtype).view(1, self.na, 1, 1, 2)  # grid units
             xy, wh = decode_yolov5(p[..., 0:2], p[..., 2:4], grid, anchor)
             box = torch.cat((xy, wh), -1) * self.stride[i]
             out.append(torch.cat((box, p[..., 4:].sigmoid()), -1).view(bs, -1, self.no))
         return torch.cat(out, 1)
-
-    def _make_grid(self, nx: int, ny: int, i: int, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Cell offsets ``(1, 1, ny, nx, 2)`` and anchors ``(1, na, 1, 1, 2)`` in grid units, cached per
-        level and rebuilt when the feature size, device or dtype changes (always when exporting)."""
-        cached = self._grids[i]
-        if self.export or cached is None or cached[0].shape[2:4] != (ny, nx) or cached[0].device != like.device \
-                or cached[0].dtype != like.dtype:
-            grid = make_grid(nx, ny, like.device, like.dtype).view(1, 1, ny, nx, 2)
-            anchor = self.anchors[i].to(like.dtype).view(1, self.na, 1, 1, 2)
-            cached = (grid, anchor)
-            if not self.export:
-                self._grids[i] = cached
-        return cached
 
     def initialize(self, stride: Tensor) -> None:
         """Set strides, check anchor order, convert anchors to grid units and set bias priors."""
@@ -119,7 +107,7 @@ class Detect(Head):
         if (area[-1] - area[0]).sign() != (self.stride[-1] - self.stride[0]).sign():
             self.anchors.copy_(self.anchors.flip(0))
         self.anchors /= self.stride.view(-1, 1, 1)
-        self._grids = [None] * self.nl
+        self._grid.clear()
         self._initialize_biases()
 
     def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0) -> YOLOv5Loss:
@@ -132,7 +120,6 @@ class Detect(Head):
         new = check_anchors(label_wh, (self.anchors * stride).cpu().numpy(), float(hyp["anchor_t"]))
         if new is not None:
             self.anchors.copy_(torch.from_numpy(new).to(self.anchors) / stride)
-            self._grids = [None] * self.nl
 
     @torch.no_grad()
     def _initialize_biases(self) -> None:
@@ -143,7 +130,7 @@ class Detect(Head):
             b[:, 5:5 + self.nc] += math.log(0.6 / (self.nc - 0.99999))
 
     def _apply(self, fn, recurse=True):
-        self._grids = [None] * self.nl  # cached grids follow the module to its new device/dtype
+        self._grid.clear()  # cached grids follow the module to its new device/dtype
         return super()._apply(fn, recurse)
 
 

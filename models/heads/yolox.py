@@ -19,7 +19,7 @@ from models.common import DWSConv
 from models.heads.base import Head
 from models.heads.detect import DecoupledHead
 from utils.assigners import get_assigner
-from utils.boxes import decode_yolox, make_grid
+from utils.boxes import GridCache, decode_yolox
 from utils.losses import YOLOXLoss
 
 
@@ -60,7 +60,7 @@ class YOLOXHead(Head):
         self.hidden, self.depthwise, self.assigner = hidden, depthwise, assigner
         self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
         self.export = False
-        self._grids: list[Tensor | None] = [None] * self.nl
+        self._grid = GridCache(self.nl)
         self.m = nn.ModuleList(_level(c, hidden, nc, depthwise) for c in ch)
 
     def forward(self, features: list[Tensor], targets: Tensor | None = None) -> list[Tensor]:
@@ -72,26 +72,17 @@ class YOLOXHead(Head):
         out = []
         for i, p in enumerate(raw):
             bs, _, ny, nx, _ = p.shape
-            xy, wh = decode_yolox(p[..., 0:2], p[..., 2:4], self._grid(nx, ny, i, p), self.stride[i].to(p.dtype))
+            grid = self._grid(i, nx, ny, p, self.export)
+            xy, wh = decode_yolox(p[..., 0:2], p[..., 2:4], grid, self.stride[i].to(p.dtype))
             out.append(torch.cat((xy, wh, p[..., 4:].sigmoid()), -1).view(bs, -1, self.no))
         return torch.cat(out, 1)
-
-    def _grid(self, nx: int, ny: int, i: int, like: Tensor) -> Tensor:
-        """Cell indices ``(1, 1, ny, nx, 2)``, cached per level and rebuilt when the feature size, device
-        or dtype changes (always, inside the graph, when exporting)."""
-        g = self._grids[i]
-        if self.export or g is None or g.shape[2:4] != (ny, nx) or g.device != like.device or g.dtype != like.dtype:
-            g = make_grid(nx, ny, like.device, like.dtype).view(1, 1, ny, nx, 2)
-            if not self.export:
-                self._grids[i] = g
-        return g
 
     def initialize(self, stride: Tensor) -> None:
         """Set strides and the cls/obj bias priors."""
         if stride.numel() != self.nl:
             raise ValueError(f"YOLOXHead: {stride.numel()} strides for {self.nl} levels")
         self.stride = stride.to(torch.float32)
-        self._grids = [None] * self.nl
+        self._grid.clear()
         self._initialize_biases()
 
     def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0) -> YOLOXLoss:
@@ -106,5 +97,5 @@ class YOLOXHead(Head):
                 conv.bias.fill_(-math.log((1 - prior) / prior))
 
     def _apply(self, fn, recurse=True):
-        self._grids = [None] * self.nl  # cached grids follow the module to its new device/dtype
+        self._grid.clear()  # cached grids follow the module to its new device/dtype
         return super()._apply(fn, recurse)

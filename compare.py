@@ -49,10 +49,10 @@ import torch
 
 import train
 from models.yolo import DetectionModel
-from utils.checkpoint import load_checkpoint
-from utils.files import increment_path, yaml_load, yaml_save
-from utils.metrics import fitness
-from utils.stats import PairedDifference, mean_std, paired_difference
+from utils.evaluation.metrics import fitness
+from utils.evaluation.stats import PairedDifference, mean_std, paired_difference
+from utils.io.checkpoint import load_checkpoint
+from utils.io.files import increment_path, yaml_load, yaml_save
 from utils.torch_utils import LOGGER, time_sync
 
 ROOT = Path(__file__).resolve().parent

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from models.backends import Backend, load_backend
-from utils.annotate import Annotator, CropWriter
 from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
-from utils.files import increment_path
-from utils.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
+from utils.data.augmentations import round_to_stride
+from utils.data.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
+from utils.evaluation.annotate import Annotator, CropWriter
+from utils.io.files import increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync
-from utils.augmentations import round_to_stride
 
 ROOT = Path(__file__).resolve().parent
 
@@ -174,7 +174,7 @@ def _check_classes(classes: list[int] | None, names: dict[int, str]) -> list[int
 
 def _default_source() -> str:
     """The built-in dataset's demo video (generated on first use)."""
-    from utils.dataloaders import check_dataset
+    from utils.data.dataloaders import check_dataset
 
     return str(Path(check_dataset("shapes.yaml")["path"]) / "videos" / "shapes.mp4")
 

@@ -28,9 +28,8 @@ import torch
 
 from models.backends import load_backend, load_model
 from models.yolo import DetectionModel
-from utils.augmentations import letterbox
+from utils.data.augmentations import letterbox, round_to_stride
 from utils.torch_utils import LOGGER, select_device
-from utils.augmentations import round_to_stride
 
 ROOT = Path(__file__).resolve().parent
 FORMATS = {"torchscript": ".torchscript", "onnx": ".onnx"}

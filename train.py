@@ -27,15 +27,23 @@ from tqdm import tqdm
 import val as validate
 from models.heads.base import EpochState
 from models.yolo import DetectionModel
-from utils.augmentations import round_to_stride
-from utils.autoanchor import label_wh
-from utils.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
-from utils.dataloaders import check_dataset, create_dataloader
-from utils.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
-from utils.metrics import fitness
-from utils.plots import plot_images, plot_labels, plot_results
-from utils.torch_utils import (LOGGER, ModelEMA, ema_schedule, has_batchnorm, init_seeds, precise_bn, select_device,
-                               smart_optimizer)
+from utils.data.augmentations import round_to_stride
+from utils.data.dataloaders import check_dataset, create_dataloader, label_wh
+from utils.evaluation.metrics import fitness
+from utils.evaluation.plots import plot_images, plot_labels, plot_results
+from utils.io.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
+from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
+from utils.io.hyp import check_hyp
+from utils.torch_utils import (
+    LOGGER,
+    ModelEMA,
+    ema_schedule,
+    has_batchnorm,
+    init_seeds,
+    precise_bn,
+    select_device,
+    smart_optimizer,
+)
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
@@ -96,6 +104,7 @@ class Trainer:
         self.names = {0: "item"} if opt.single_cls else dict(self.data["names"])
         self.ckpt = load_checkpoint(opt.weights) if opt.weights else None
         self.model = self._build_model()
+        check_hyp(self.hyp, self.model.head.hyp_keys, str(opt.hyp))
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = round_to_stride(opt.imgsz, self.gs, floor=2 * self.gs)
         if self.imgsz != opt.imgsz:

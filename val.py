@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from models.backends import Backend, load_backend
 from utils.boxes import postprocess, scale_boxes, xywh2xyxy, xyxy2xywh
-from utils.dataloaders import check_dataset, create_dataloader
-from utils.files import increment_path
-from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from utils.plots import plot_images
+from utils.data.dataloaders import check_dataset, create_dataloader
+from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
+from utils.evaluation.plots import plot_images
+from utils.io.files import increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync
 
 ROOT = Path(__file__).resolve().parent

@@ -38,7 +38,7 @@ import utils.losses  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.assigners import simota_assign  # noqa: E402
 from utils.boxes import make_grid  # noqa: E402
-from utils.files import yaml_load  # noqa: E402
+from utils.io.files import yaml_load  # noqa: E402
 from utils.torch_utils import select_device, smart_optimizer, time_sync  # noqa: E402
 
 from bench.train_throughput import synthetic_targets  # noqa: E402

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from utils.dataloaders import check_dataset, create_dataloader  # noqa: E402
+from utils.data.dataloaders import check_dataset, create_dataloader  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

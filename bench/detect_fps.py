@@ -30,8 +30,8 @@ import torch  # noqa: E402
 import detect  # noqa: E402
 import export  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
-from utils.checkpoint import save_checkpoint  # noqa: E402
-from utils.dataloaders import check_dataset  # noqa: E402
+from utils.io.checkpoint import save_checkpoint  # noqa: E402
+from utils.data.dataloaders import check_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CFGS = ("yolov5n.yaml", "yolov5n-decoupled.yaml")

@@ -26,9 +26,9 @@ import torch  # noqa: E402
 import train  # noqa: E402
 import val as validate  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.dataloaders import check_dataset, create_dataloader  # noqa: E402
-from utils.files import yaml_load  # noqa: E402
+from utils.io.checkpoint import load_checkpoint  # noqa: E402
+from utils.data.dataloaders import check_dataset, create_dataloader  # noqa: E402
+from utils.io.files import yaml_load  # noqa: E402
 from utils.torch_utils import LOGGER, precise_bn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

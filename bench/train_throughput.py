@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from models.yolo import DetectionModel  # noqa: E402
-from utils.files import yaml_load  # noqa: E402
+from utils.io.files import yaml_load  # noqa: E402
 from utils.torch_utils import select_device, smart_optimizer, time_sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from utils.dataloaders import check_dataset, create_dataloader  # noqa: E402
-from utils.plots import plot_images, plot_labels  # noqa: E402
+from utils.data.dataloaders import check_dataset, create_dataloader  # noqa: E402
+from utils.evaluation.plots import plot_images, plot_labels  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

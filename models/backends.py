@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from models.yolo import DetectionModel
-from utils.checkpoint import load_checkpoint
+from utils.io.checkpoint import load_checkpoint
 from utils.torch_utils import LOGGER
 
 SUFFIXES = (".pt", ".torchscript", ".onnx")

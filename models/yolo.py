@@ -28,12 +28,11 @@ import torch
 import yaml
 from torch import nn
 
-from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, Select
-from models.common import C3DW, BottleneckDW, DWSConv
+from models.common import C3, C3DW, SPP, SPPF, Bottleneck, BottleneckDW, Concat, Conv, DWConv, DWSConv, Focus, Select
 from models.heads import HEADS
 from models.heads.base import Head
 from utils import LOGGER
-from utils.files import find_in_dir
+from utils.io.files import find_in_dir
 from utils.torch_utils import count_params, model_info, profile_module
 
 MODELS_DIR = Path(__file__).resolve().parent
@@ -78,7 +77,7 @@ MODULES: dict[str, Block] = {
 }
 ACTIVATIONS = {name: getattr(nn, name) for name in
                ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")}
-TOP_LEVEL_KEYS = {"nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head", "activation", "ch",
+TOP_LEVEL_KEYS = {"nc", "depth_multiple", "width_multiple", "backbone", "head", "activation", "ch",
                   "inplace", "channel_multiple"}
 
 
@@ -112,7 +111,7 @@ class _Ctx:
         self.gd = float(cfg.get("depth_multiple", 1.0))
         self.gw = float(cfg.get("width_multiple", 1.0))
         self.divisor = int(cfg.get("channel_multiple", 8))
-        # a row argument may name a top-level key (nc, anchors, ...): it stands for that key's value
+        # a row argument may name a top-level key (nc, or a head's own key): it stands for that key's value
         self.names = {k: v for k, v in cfg.items() if k not in ("backbone", "head")} | {"None": None}
         self.ch: list = [ch]  # output channels of each row so far (an int, or a list for a multi-output row)
         self.head_inputs: list[int] = []  # channels of the head's input maps, set before its yaml_args
@@ -133,9 +132,16 @@ class _Ctx:
 
 
 def _check_top_level(cfg: dict, source: str) -> None:
-    unknown = set(cfg) - TOP_LEVEL_KEYS
+    rows = cfg.get("head")
+    head = rows[-1][2] if isinstance(rows, list) and rows and isinstance(rows[-1], list) and len(rows[-1]) == 4 else None
+    own = set(getattr(HEADS.get(head), "yaml_keys", ()))  # the head's own keys (Detect: anchors)
+    others = {k for h in HEADS.values() for k in h.yaml_keys} - own
+    allowed = TOP_LEVEL_KEYS | own | others
+    for k in sorted(set(cfg) & others):  # left over from another head's YAML: one-row head swaps stay one row
+        LOGGER.info(f"{source}: top-level key '{k}' is not read by {head}, ignoring it")
+    unknown = set(cfg) - allowed
     if unknown:
-        hints = {k: difflib.get_close_matches(k, TOP_LEVEL_KEYS, n=1) for k in sorted(unknown)}
+        hints = {k: difflib.get_close_matches(k, allowed, n=1) for k in sorted(unknown)}
         raise ValueError(f"{source}: unknown top-level key(s) "
                          + ", ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items()))
     for key in ("nc", "backbone", "head"):
@@ -516,9 +522,8 @@ class DetectionModel(nn.Module):
         name = Path(self.yaml_file).stem.replace("yolov5", "YOLOv5") if self.yaml_file != "<dict>" else "Model"
         info = model_info(self, name, imgsz, ch=self.yaml["ch"], stride=max(int(self.stride.max()), 32))
         info["deploy_parameters"] = self.deploy_params()
-        if info["deploy_parameters"] != info["parameters"]:
-            LOGGER.info(f"{name}: {info['parameters']} parameters in training, {info['deploy_parameters']} deployed "
-                        f"(training-only: {', '.join(self.head.train_only)})")
+        extra = f" (training-only: {', '.join(self.head.train_only)})" if self.head.train_only else ""
+        LOGGER.info(f"{name} parameters: {info['parameters']} in training, {info['deploy_parameters']} deployed{extra}")
         return info
 
 

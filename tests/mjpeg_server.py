@@ -16,7 +16,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.sources import StreamConfig
+from utils.data.sources import StreamConfig
 
 # stream settings for tests against this server: short back-off and timeouts, give up after 1 s
 FAST = StreamConfig(backoff_initial_s=0.05, backoff_max_s=0.2, give_up_s=1.0, open_timeout_s=1.0, read_timeout_s=1.0)

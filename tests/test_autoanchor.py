@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from models.yolo import DetectionModel
-from utils.autoanchor import anchor_stats, check_anchors, kmean_anchors, label_wh
+from utils.autoanchor import anchor_stats, check_anchors, kmean_anchors
+from utils.data.dataloaders import label_wh
 
 
 def test_label_wh_scales_to_long_side():

@@ -7,8 +7,16 @@ import torch
 from torchvision.ops import box_iou, complete_box_iou, distance_box_iou, generalized_box_iou
 
 from utils import boxes
-from utils.boxes import (bbox_iou, clip_boxes, non_max_suppression, scale_boxes, xywh2xyxy, xywhn2xyxy, xyxy2xywh,
-                         xyxy2xywhn)
+from utils.boxes import (
+    bbox_iou,
+    clip_boxes,
+    non_max_suppression,
+    scale_boxes,
+    xywh2xyxy,
+    xywhn2xyxy,
+    xyxy2xywh,
+    xyxy2xywhn,
+)
 
 
 def _rand_xyxy(n: int, seed: int = 0, size: float = 100.0) -> torch.Tensor:

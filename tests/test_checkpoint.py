@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from utils import checkpoint as ckpt_mod
-from utils.checkpoint import StandIn, load_checkpoint, save_checkpoint, transfer_weights
+from utils.io import checkpoint as ckpt_mod
+from utils.io.checkpoint import StandIn, load_checkpoint, save_checkpoint, transfer_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_atomic_save_sigkill_mid_write(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
         import torch
-        from utils import checkpoint
+        from utils.io import checkpoint
         real_save = torch.save
         def dying_save(obj, f):
             f.write(b"PK\\x03\\x04 partial")

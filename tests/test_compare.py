@@ -16,7 +16,7 @@ import yaml
 from scipy import stats as sps
 
 import compare
-from utils.stats import NO_INTERVAL, mean_std, paired_difference, t_interval, verdict
+from utils.evaluation.stats import NO_INTERVAL, mean_std, paired_difference, t_interval, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
@@ -203,7 +203,7 @@ def test_changed_recipe_in_reused_folder_is_an_error(tmp_path):
 
 def fake_run(run: Path, maps: list[float], ckpt: dict) -> None:
     """A finished run: results.csv with mAP50-95 ``maps`` per epoch (mAP50 = 2x), compare.json, best.pt."""
-    from utils.checkpoint import save_checkpoint
+    from utils.io.checkpoint import save_checkpoint
 
     run.mkdir(parents=True)
     head = ["epoch", "train/box_loss", "train/cls_loss", "metrics/precision", "metrics/recall", "metrics/mAP_0.5",

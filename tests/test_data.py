@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from data.generators import shapes
-from utils import dataloaders as dl
-from utils.dataloaders import check_dataset, create_dataloader, img2label_paths, list_images
+from utils.data import dataloaders as dl
+from utils.data.dataloaders import check_dataset, create_dataloader, img2label_paths, list_images
 
 TINY = dict(imgsz=96, n_train=12, n_val=4, video_seconds=0)
 HYP = yaml.safe_load((Path(__file__).resolve().parents[1] / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())

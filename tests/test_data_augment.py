@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from utils.augmentations import letterbox, mosaic4, random_perspective
-from utils.dataloaders import create_dataloader
+from utils.data.augmentations import letterbox, mosaic4, random_perspective
+from utils.data.dataloaders import create_dataloader
 
 HYP = yaml.safe_load((Path(__file__).resolve().parents[1] / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
 NO_COLOUR = {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0, "mixup": 0.0}
@@ -155,8 +155,8 @@ def test_letterbox_semantics():
 
 
 def test_clipped_quad_bounds_exact():
-    from utils.augmentations import clipped_quad_bounds
     from utils.boxes import clip_boxes
+    from utils.data.augmentations import clipped_quad_bounds
 
     rng = np.random.default_rng(0)
     xyxy = np.sort(rng.uniform(-50, 150, (50, 2, 2)), axis=1).reshape(50, 4)[:, [0, 2, 1, 3]]

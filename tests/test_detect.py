@@ -17,10 +17,9 @@ import export
 from data.generators.shapes import ShapesConfig, render_image, write_video
 from tests.mjpeg_server import FAST, MJPEGServer
 from tests.test_export import NAMES, make_checkpoint
-from utils.annotate import Annotator, CropWriter, crop_box
-from utils.plots import class_colour
-from utils.sources import safe_name
-
+from utils.data.sources import safe_name
+from utils.evaluation.annotate import Annotator, CropWriter, crop_box
+from utils.evaluation.plots import class_colour
 
 
 def count_frames(path: Path) -> tuple[int, tuple[int, int], float]:

@@ -16,8 +16,8 @@ import val
 from data.generators.shapes import CLASS_NAMES, ShapesConfig, generate, render_image
 from models.backends import load_backend, parse_names
 from models.yolo import DetectionModel
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.dataloaders import check_dataset, create_dataloader
+from utils.data.dataloaders import check_dataset, create_dataloader
+from utils.io.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import toy_head  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from models.heads import HEADS
 from models.heads.base import Criterion, EpochState
 from models.yolo import DetectionModel, load_cfg
 from utils.boxes import postprocess
-from utils.checkpoint import load_checkpoint, save_checkpoint
-
-import toy_head  # noqa: E402  (tests/ is on sys.path under pytest)
+from utils.io.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = sorted(p.name for p in (ROOT / "models").glob("*.yaml"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import ConfusionMatrix, ap_per_class, compute_ap, fitness, match_predictions
+from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, compute_ap, fitness, match_predictions
 
 IOUV = torch.linspace(0.5, 0.95, 10)
 IMG = 640

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.mjpeg_server import FAST, MJPEGServer
-from utils.sources import (
+from utils.data.sources import (
     FileSource,
     StreamSource,
     VideoSink,
@@ -25,7 +25,6 @@ from utils.sources import (
     read_stream_list,
     safe_name,
 )
-
 
 
 def _write_image(path: Path, w: int, h: int, bgr=(255, 0, 0)) -> Path:

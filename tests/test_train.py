@@ -81,3 +81,21 @@ def test_bad_options_give_clear_errors(tiny_data, tmp_path):
     assert out.returncode == 2 and "give a model" in out.stderr and "Traceback" not in out.stderr
     out = run_py("train.py", "--cfg", "yolov5n.yaml", "--data", "nope.yaml", "--project", str(tmp_path))
     assert out.returncode == 2 and "nope.yaml" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_misspelt_hyp_key_is_an_error_naming_the_nearest(tiny_data, tmp_path, caplog):
+    import yaml
+
+    import train
+    from utils.io.hyp import check_hyp
+    hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
+    bad = tmp_path / "hyp.bad.yaml"
+    bad.write_text(yaml.safe_dump({**hyp, "fl_gama": 1.5}))
+    rc = train.main(["--cfg", "yolov5n.yaml", "--data", str(tiny_data), "--hyp", str(bad), "--epochs", "1",
+                     "--imgsz", "64", "--project", str(tmp_path), "--name", "exp"])
+    assert rc == 2 and "unknown key 'fl_gama' (did you mean 'fl_gamma'?)" in caplog.text
+    check_hyp({**hyp, "simota_center_only": True}, ("simota_center_only", "simota_center_radius"))  # a head's key
+    with pytest.raises(ValueError, match="unknown key 'simota_center_only'"):
+        check_hyp({**hyp, "simota_center_only": True}, ())  # ... is unknown to a head that does not read it
+    with pytest.raises(ValueError, match="missing key 'lr0'"):
+        check_hyp({k: v for k, v in hyp.items() if k != "lr0"})

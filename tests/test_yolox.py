@@ -153,7 +153,7 @@ def test_weights_transfer_between_head_variants():
 
 # ---------------------------------------------------------------------------------------------------- coder
 def test_coder_round_trip_and_shared_by_head_and_loss():
-    assert yolox_head.decode_yolox is losses.decode_yolox is boxes.decode_yolox
+    assert yolox_head.decode_yolox is losses.yolox.decode_yolox is boxes.decode_yolox
     g = torch.Generator().manual_seed(0)
     cell = torch.randint(0, 20, (50, 2)).float()
     stride = torch.tensor([8.0, 16.0, 32.0]).repeat_interleave(torch.tensor([20, 20, 10]))[:, None]

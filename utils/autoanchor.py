@@ -5,22 +5,11 @@ Shape shorthand: L labels, k anchors in all (nl * na).
 """
 from __future__ import annotations
 
-
 import numpy as np
+
 from utils import LOGGER
 
 PREFIX = "AutoAnchor: "
-
-
-def label_wh(shapes: np.ndarray, labels: list[np.ndarray], imgsz: int, rng: np.random.Generator) -> np.ndarray:
-    """(L, 2) label widths/heights in pixels at ``imgsz`` (long side), jittered by U(0.9, 1.1) per image.
-
-    shapes: (n, 2) image (w, h); labels: per image (m, 5) ``[cls, cx, cy, w, h]`` normalised.
-    """
-    scaled = imgsz * shapes / shapes.max(1, keepdims=True)
-    scale = rng.uniform(0.9, 1.1, size=(scaled.shape[0], 1))
-    parts = [lb[:, 3:5] * s for s, lb in zip(scaled * scale, labels) if len(lb)]
-    return np.concatenate(parts, 0).astype(np.float32) if parts else np.zeros((0, 2), np.float32)
 
 
 def _ratio_metric(anchors: np.ndarray, wh: np.ndarray) -> np.ndarray:

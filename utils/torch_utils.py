@@ -8,8 +8,8 @@ from copy import deepcopy
 
 import torch
 from torch import nn
-from utils import LOGGER
 
+from utils import LOGGER
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

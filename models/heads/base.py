@@ -44,6 +44,7 @@ ground-truth index or -1, and a soft quality target); a head picks its assigner 
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -76,6 +77,7 @@ class Criterion(Protocol):
 
 class Head(nn.Module):
     channel_args: tuple[int, ...] = ()
+    yaml_keys: tuple[str, ...] = ()  # top-level model-YAML keys this head reads (Detect: anchors)
     needs_targets: bool = False
     suppressed: bool = False
     val_loss: bool = True
@@ -90,7 +92,7 @@ class Head(nn.Module):
     @classmethod
     def yaml_args(cls, args: list, ctx) -> list:
         """YAML arguments -> constructor arguments (without ``ch``, which parse_model appends)."""
-        params = [p for p in _signature(cls) if p.name != "ch"]
+        params = [p for p in inspect.signature(cls).parameters.values() if p.name != "ch"]
         args = list(args)
         for k in cls.channel_args:
             if k >= len(args):
@@ -133,9 +135,3 @@ class Head(nn.Module):
             if hasattr(self, name):
                 delattr(self, name)
                 setattr(self, name, None)
-
-
-def _signature(cls):
-    import inspect
-
-    return list(inspect.signature(cls).parameters.values())

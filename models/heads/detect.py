@@ -42,6 +42,7 @@ class Detect(Head):
     AutoAnchor), the hyp keys ``anchors`` (override) and ``anchor_t`` (AutoAnchor and the loss's match).
     """
 
+    yaml_keys = ("anchors",)
     hyp_keys = ("anchors", "anchor_t", "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma")
 
     def __init__(self, nc: int = 80, anchors: list | tuple = (), ch: list[int] | tuple[int, ...] = ()):

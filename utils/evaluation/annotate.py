@@ -11,7 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.plots import class_colour
+from utils.evaluation.plots import class_colour
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 TEXT_COLOUR = (255, 255, 255)

@@ -29,7 +29,7 @@ def t_quantile(p: float, dof: int) -> float:
     """Quantile ``p`` of Student's t with ``dof`` degrees of freedom."""
     if dof < 1:
         raise ValueError(f"t_quantile: dof must be >= 1, got {dof}")
-    from scipy.stats import t  # scipy is a requirement; imported here to keep `import utils.stats` light
+    from scipy.stats import t  # scipy is a requirement; imported here to keep `import utils.evaluation.stats` light
 
     return float(t.ppf(p, dof))
 

@@ -35,13 +35,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from utils.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_flips, random_perspective
-from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils import LOGGER
-from utils.files import find_in_dir, list_files
-from utils.sources import IMG_FORMATS
+from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.data.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_flips, random_perspective
+from utils.data.sources import IMG_FORMATS
+from utils.io.files import find_in_dir, list_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CACHE_VERSION = 1
 MIN_SIDE = 10  # px; smaller images are rejected
 CLIP_TOL = 0.01  # label values this far outside [0, 1] are clipped; further out the row is dropped
@@ -676,6 +676,18 @@ class SeededSampler(Sampler):
 def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
+
+
+def label_wh(shapes: np.ndarray, labels: list[np.ndarray], imgsz: int, rng: np.random.Generator) -> np.ndarray:
+    """(L, 2) label widths/heights in pixels at ``imgsz`` (long side), jittered by U(0.9, 1.1) per image:
+    the data a head fits its priors to (``Head.fit_priors``, AutoAnchor for the anchor heads).
+
+    shapes: (n, 2) image (w, h); labels: per image (m, 5) ``[cls, cx, cy, w, h]`` normalised.
+    """
+    scaled = imgsz * shapes / shapes.max(1, keepdims=True)
+    scale = rng.uniform(0.9, 1.1, size=(scaled.shape[0], 1))
+    parts = [lb[:, 3:5] * s for s, lb in zip(scaled * scale, labels) if len(lb)]
+    return np.concatenate(parts, 0).astype(np.float32) if parts else np.zeros((0, 2), np.float32)
 
 
 def create_dataloader(path, imgsz: int, batch_size: int, stride: int, hyp: dict | None = None, augment: bool = False,

@@ -28,10 +28,9 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from utils.augmentations import letterbox
 from utils import LOGGER
-from utils.files import list_files
-
+from utils.data.augmentations import letterbox
+from utils.io.files import list_files
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 VID_FORMATS = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")

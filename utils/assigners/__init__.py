@@ -1,0 +1,38 @@
+"""Label assigners: which prediction learns from which ground truth.
+
+Every assigner here is a stateless function, batched over ground truths padded to the largest count
+in the batch, with a validity mask, called as
+``assign(pred_boxes, pred_cls_logits, pred_obj_logits, priors, gt_boxes, gt_labels, gt_mask, **options)``
+and returning an ``Assignment``: per prediction, the index of its ground truth or -1 for background (like
+torchvision's ``Matcher``) and a soft quality target (the IoU of the prediction with that ground truth).
+``ASSIGNERS`` names them for YAML rows (``YOLOXHead``'s ``assigner`` argument).
+
+YOLOv5's shape matching (``utils.losses.build_yolov5_targets``) keeps its own contract: one prediction
+(image, anchor, cell) may be matched to two ground truths, and YOLOv5 trains box and class on both (its
+objectness keeps the last); one index per prediction cannot express that without changing YOLOv5's loss.
+
+Shape shorthand:
+    B: batch size      N: predictions (priors) per image      G: padded ground truths per image
+    nc: number of classes
+Boxes are ``xyxy`` in input pixels unless a name says otherwise. Priors are ``(N, 4)`` rows
+``[cx, cy, stride_x, stride_y]``: the centre of each grid cell, ``(grid + 0.5) * stride``, in pixels.
+
+    base.py     the result contract (Assignment) and batched helpers
+    simota.py   SimOTA (YOLOX)
+    center.py   centre sampling (FCOS)
+"""
+from utils.assigners.base import Assignment, batched_box_iou
+from utils.assigners.center import center_assign
+from utils.assigners.simota import simota_assign
+
+ASSIGNERS = {"simota": simota_assign, "center": center_assign}  # names usable in YAML rows
+
+
+def get_assigner(name: str):
+    """The assigner called ``name`` in ``ASSIGNERS``; a clear error naming the known ones."""
+    if name not in ASSIGNERS:
+        raise ValueError(f"assigner {name!r} not known; use one of {', '.join(ASSIGNERS)}")
+    return ASSIGNERS[name]
+
+
+__all__ = ["ASSIGNERS", "Assignment", "batched_box_iou", "center_assign", "get_assigner", "simota_assign"]

@@ -1,0 +1,1 @@
+"""Evaluation: detection metrics (mAP, confusion matrix), compare.py's statistics, plots and box drawing."""

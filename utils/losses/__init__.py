@@ -1,0 +1,17 @@
+"""Losses: one criterion per head family, each satisfying ``models.heads.base.Criterion``.
+
+A criterion is built by its head with everything it needs passed explicitly (nc, anchors, strides,
+hyperparameters): ``criterion(raw, targets) -> (total, items)`` where ``items`` is a detached 1-D tensor of the
+named terms in ``criterion.loss_names`` (the results.csv columns) and ``total`` = sum(items) x batch size
+(YOLOv5's reduction), the tensor to back-propagate; ``on_epoch(state)`` is called at the start of every epoch.
+
+    common.py   primitives (label smoothing, BCE / focal)
+    yolov5.py   YOLOv5Loss (Detect, DetectDcoupleHead) and YOLOv5's target builder
+    yolox.py    YOLOXLoss (YOLOXHead)
+"""
+from utils.losses.common import BCELogits, smooth_bce
+from utils.losses.yolov5 import LevelTargets, YOLOv5Loss, build_yolov5_targets
+from utils.losses.yolox import YOLOX_IOU_WEIGHT, YOLOX_NOMINAL_BATCH, PaddedTargets, YOLOXLoss, pad_targets
+
+__all__ = ["BCELogits", "smooth_bce", "LevelTargets", "YOLOv5Loss", "build_yolov5_targets", "YOLOX_IOU_WEIGHT",
+           "YOLOX_NOMINAL_BATCH", "PaddedTargets", "YOLOXLoss", "pad_targets"]

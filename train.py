@@ -47,7 +47,7 @@ from utils.torch_utils import (
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
-PRECISE_BN_BATCHES = 0  # --precise-bn default: off; measured to lower good epochs (bench/README.md, "Precise BN")
+PRECISE_BN_BATCHES = 0  # --precise-bn default: off; it lowered good epochs (bench/README.md, the collapses section)
 
 
 def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):

@@ -191,9 +191,8 @@ class Trainer:
 
     def _size_ema(self) -> None:
         """EMA decay and tau for this run's length (``ema_schedule``), unless --ema-decay/--ema-tau fix them."""
-        per_epoch = math.ceil(len(self.train_loader) / max(round(NBS / self.opt.batch_size), 1))
-        updates = self.opt.epochs * per_epoch
-        self.ema.decay, self.ema.tau = ema_schedule(updates, per_epoch, self.opt.ema_decay, self.opt.ema_tau)
+        updates = self.opt.epochs * math.ceil(len(self.train_loader) / max(round(NBS / self.opt.batch_size), 1))
+        self.ema.decay, self.ema.tau = ema_schedule(updates, self.opt.ema_decay, self.opt.ema_tau)
         LOGGER.info(f"EMA: decay {self.ema.decay:.4g}, tau {self.ema.tau:.4g} updates (~{updates} updates in "
                     f"{self.opt.epochs} epochs); precise BN: {self.opt.precise_bn} train batches before each "
                     f"validation")

@@ -71,15 +71,14 @@ def test_precise_bn_off_and_models_without_batchnorm():
 
 
 def test_ema_schedule_keeps_yolov5_on_long_runs_and_engages_on_short_ones():
-    per_epoch = math.ceil(118287 / 64)
-    assert ema_schedule(300 * per_epoch, per_epoch) == pytest.approx((YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU))  # COCO
-    decay, tau = ema_schedule(20 * 31, 31)  # the built-in dataset, 20 epochs: one epoch of updates
-    assert 1 / (1 - decay) == pytest.approx(31) and tau == pytest.approx(31 / 5)
-    assert decay * (1 - math.exp(-31 / tau)) > 0.99 * decay  # engaged within the first epoch
-    decay, _ = ema_schedule(300 * 2, 2)  # 300 epochs of a tiny dataset: 2% of the run
-    assert 1 / (1 - decay) == pytest.approx(12)
-    assert ema_schedule(620, 31, decay=0.9999, tau=2000) == (0.9999, 2000)  # YOLOv5's exact behaviour on request
-    assert ema_schedule(10, 1) == (0.0, pytest.approx(0.2))  # too short to average: the EMA is the model
+    coco = 300 * math.ceil(118287 / 64)
+    assert ema_schedule(coco) == pytest.approx((YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU))  # YOLOv5's on COCO-length runs
+    decay, tau = ema_schedule(20 * 32)  # the built-in dataset, 20 epochs: one epoch of updates
+    assert 1 / (1 - decay) == pytest.approx(32) and tau == pytest.approx(32 / 5)
+    assert decay * (1 - math.exp(-32 / tau)) > 0.99 * decay  # engaged within the first epoch
+    assert 1 / (1 - ema_schedule(10 * 32)[0]) == pytest.approx(16)  # 10 epochs: half an epoch
+    assert ema_schedule(640, decay=0.9999, tau=2000) == (0.9999, 2000)  # YOLOv5's exact behaviour on request
+    assert ema_schedule(10) == (0.0, pytest.approx(0.2))  # too short to average: the EMA is the model
 
 
 def test_decoupled_head_group_norm_row_builds_and_fuses():

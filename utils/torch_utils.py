@@ -103,26 +103,23 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
 
 
 YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU = 0.9999, 2000.0
-EMA_RUN_FRACTION = 0.02  # the EMA's horizon is at least this fraction of the run's optimizer updates
+EMA_RUN_FRACTION = 0.05  # the EMA's horizon, as a fraction of the run's optimizer updates (capped at YOLOv5's)
 
 
-def ema_schedule(total_updates: int, epoch_updates: int = 1, decay: float | None = None,
-                 tau: float | None = None) -> tuple[float, float]:
-    """(decay, tau) of the weights' EMA for a run of ``total_updates`` optimizer updates, ``epoch_updates`` per
-    epoch.
+def ema_schedule(total_updates: int, decay: float | None = None, tau: float | None = None) -> tuple[float, float]:
+    """(decay, tau) of the weights' EMA for a run of ``total_updates`` optimizer updates.
 
     YOLOv5 uses decay 0.9999 (an averaging horizon of 1 / (1 - decay) = 10,000 updates) ramped in with tau
-    2000 updates, sized for COCO, where one epoch is ~1,850 updates and 300 epochs ~555,000: the horizon is
-    over five epochs and ~2% of the run. On a run of a few hundred updates the ramp never finishes (decay
-    0.15 after 310 updates), so the "EMA" is the last step's weights, and a bad last step is what gets
-    validated and saved. The rule: horizon = the larger of one epoch of updates and 2% of the run, capped at
-    YOLOv5's 10,000 (so COCO-length runs get exactly 0.9999 / 2000), and tau = horizon / 5 (YOLOv5's
-    2000 / 10,000). A 20-epoch run of 31 updates per epoch gets a horizon of 31 updates (decay 0.968,
-    tau 6.2). ``decay``/``tau`` given by the user win (``--ema-decay 0.9999 --ema-tau 2000``: YOLOv5's exact
-    behaviour).
+    2000 updates, sized for COCO (300 epochs of ~1,850 updates). On a run of a few hundred updates the ramp
+    never finishes (decay 0.15 after 320 updates), so the "EMA" is the last step's weights, and a bad last
+    step is what gets validated and saved. The rule: horizon = 5% of the run's updates, capped at YOLOv5's
+    10,000 (so COCO-length runs get exactly 0.9999 / 2000), tau = horizon / 5 (YOLOv5's 2000 / 10,000). On the
+    built-in dataset (32 updates per epoch) a 20-epoch run averages over one epoch (decay 0.969, tau 6.4), a
+    10-epoch run over half of one (0.9375, 3.2). ``decay``/``tau`` given by the user win (``--ema-decay 0.9999
+    --ema-tau 2000``: YOLOv5's exact behaviour).
     """
     yolov5_horizon = 1.0 / (1.0 - YOLOV5_EMA_DECAY)
-    horizon = min(yolov5_horizon, max(EMA_RUN_FRACTION * total_updates, float(epoch_updates), 1.0))
+    horizon = min(yolov5_horizon, max(EMA_RUN_FRACTION * total_updates, 1.0))
     auto_decay = 1.0 - 1.0 / horizon if horizon > 1 else 0.0
     auto_tau = max(horizon * YOLOV5_EMA_TAU / yolov5_horizon, 1e-6)
     return (auto_decay if decay is None else float(decay)), (auto_tau if tau is None else float(tau))

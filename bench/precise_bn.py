@@ -39,7 +39,9 @@ def measure(weights: Path, batch_counts: list[int], head_only: bool, mosaic: boo
     opt = yaml_load(weights.parent.parent / "opt.yaml")
     hyp = yaml_load(weights.parent.parent / "hyp.yaml")
     data = check_dataset(opt["data"])
-    bs, imgsz, seed, epoch = int(opt["batch_size"]), int(opt["imgsz"]), int(opt["seed"]), int(ckpt.get("epoch", 0))
+    bs, imgsz, seed, epoch = int(opt["batch_size"]), int(opt["imgsz"]), int(opt["seed"]), int(ckpt.get("epoch", -1))
+    if epoch < 0:  # a finished run's last.pt / best.pt: take the last epoch's augmentation
+        epoch = int(opt["epochs"]) - 1
     model0 = DetectionModel.from_checkpoint(ckpt)
     gs = max(int(model0.stride.max()), 32)
     val_loader = create_dataloader(data["val"], imgsz, bs * 2, gs, hyp=hyp, rect=True, pad=0.5, workers=0,

@@ -131,9 +131,14 @@ class _Ctx:
         return ValueError(f"{self.source}: row {i} ({module}): {msg}")
 
 
-def _check_top_level(cfg: dict, source: str) -> None:
+def _head_name(cfg: dict):
+    """The module name of the model dict's last row, or None when that row is malformed (reported later)."""
     rows = cfg.get("head")
-    head = rows[-1][2] if isinstance(rows, list) and rows and isinstance(rows[-1], list) and len(rows[-1]) == 4 else None
+    return rows[-1][2] if isinstance(rows, list) and rows and isinstance(rows[-1], list) and len(rows[-1]) == 4 else None
+
+
+def _check_top_level(cfg: dict, source: str) -> None:
+    head = _head_name(cfg)
     own = set(getattr(HEADS.get(head), "yaml_keys", ()))  # the head's own keys (Detect: anchors)
     others = {k for h in HEADS.values() for k in h.yaml_keys} - own
     allowed = TOP_LEVEL_KEYS | own | others
@@ -193,8 +198,7 @@ def _check_from(ctx: _Ctx, i: int, name: str, f) -> list[int]:
 
 def head_class(cfg: dict, source: str = "<dict>") -> type[Head]:
     """The head class named by the model dict's last row."""
-    rows = cfg.get("head") or []
-    name = rows[-1][2] if rows and isinstance(rows[-1], list) and len(rows[-1]) == 4 else None
+    name = _head_name(cfg)
     if name not in HEADS:
         raise ValueError(f"{source}: the last row must be a head ({', '.join(HEADS)}), got {name!r}")
     return HEADS[name]

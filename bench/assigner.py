@@ -1,7 +1,12 @@
-"""Time of SimOTA label assignment on synthetic batches (CPU by default).
+"""Time of label assignment (SimOTA; DSLA beside it) on synthetic batches (CPU by default).
 
     python bench/assigner.py                              # batch 16, 320 px (2100 priors), nc 8, ~40 and ~300 objects
     python bench/assigner.py --objects 40 --step-time-ms 1500   # also print assignment's share of a training step
+    python bench/assigner.py --rules box_or_center center_only dsl   # SimOTA's two rules and DSLA side by side
+
+Rules: ``box_or_center`` (SimOTA, YOLOX <= 0.3.0), ``center_only`` (SimOTA, YOLOX main, radius 1.5), ``dsl``
+(NanoDet-Plus's Dynamic Soft Label Assigner, ``dsl_assign``, without objectness as a GFL head calls it; its prior
+points are the same cell centres here: that shifts which priors are valid a little, not the work).
 
 Objects per image are drawn around the requested count (0.8x to 1.2x) and padded to the largest in
 the batch, as a collate function does. Prints median / p90 ms per call and writes
@@ -34,9 +39,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-import utils.losses  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
-from utils.assigners import simota_assign  # noqa: E402
+from utils.assigners import dsl_assign, simota_assign  # noqa: E402
 from utils.boxes import make_grid  # noqa: E402
 from utils.io.files import yaml_load  # noqa: E402
 from utils.torch_utils import select_device, smart_optimizer, time_sync  # noqa: E402
@@ -76,25 +80,32 @@ def synthetic_batch(batch: int, imgsz: int, nc: int, objects: int, priors: Tenso
     )
 
 
-def time_assign(inputs: dict[str, Tensor], runs: int, warmup: int, center_only: bool) -> tuple[list[float], int]:
+def _assign(inputs: dict[str, Tensor], rule: str):
+    """One call of the assigner of ``rule`` on ``inputs``."""
+    if rule == "dsl":
+        return dsl_assign(**{**inputs, "pred_obj_logits": None})
+    center_only = rule == "center_only"
+    return simota_assign(**inputs, center_radius=1.5 if center_only else 2.5, center_only=center_only)
+
+
+def time_assign(inputs: dict[str, Tensor], runs: int, warmup: int, rule: str) -> tuple[list[float], int]:
     """Wall-clock ms of ``runs`` calls after ``warmup`` untimed ones, and the positives of the last."""
-    radius = 1.5 if center_only else 2.5
     times, num_fg = [], 0
     for i in range(warmup + runs):
         t0 = time.perf_counter()
-        result = simota_assign(**inputs, center_radius=radius, center_only=center_only)
+        result = _assign(inputs, rule)
         num_fg = int(result.num_fg)  # the sync a loss would do when it normalises; inside the timing
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1000)
     return times, num_fg
 
 
-def bench_case(opt: argparse.Namespace, priors: Tensor, objects: int, center_only: bool) -> dict:
+def bench_case(opt: argparse.Namespace, priors: Tensor, objects: int, rule: str) -> dict:
     """One row: timings of one (object count, rule) case, with the share of a step when known."""
     inputs = synthetic_batch(opt.batch, opt.imgsz, opt.nc, objects, priors, opt.seed)
-    t, num_fg = time_assign(inputs, opt.runs, opt.warmup, center_only)
+    t, num_fg = time_assign(inputs, opt.runs, opt.warmup, rule)
     t.sort()
-    row = {"objects": objects, "rule": "center_only" if center_only else "box_or_center",
+    row = {"objects": objects, "rule": rule,
            "max_gt": inputs["gt_boxes"].shape[1], "mean_gt": float(inputs["gt_mask"].sum(1).float().mean()),
            "num_fg": num_fg, "median_ms": statistics.median(t), "p90_ms": t[int(0.9 * (len(t) - 1))],
            "runs": opt.runs}
@@ -104,14 +115,14 @@ def bench_case(opt: argparse.Namespace, priors: Tensor, objects: int, center_onl
 
 
 class _TimedAssign:
-    """Wraps ``simota_assign`` where the YOLOX loss calls it and adds up the time spent inside."""
+    """Wraps a criterion's assigner (``criterion.assigner``: SimOTA, DSLA ...) and adds up the time spent inside."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.ms = device, 0.0
+    def __init__(self, assign, device: torch.device):
+        self.assign, self.device, self.ms = assign, device, 0.0
 
     def __call__(self, *args, **kwargs):
         t0 = time_sync(self.device)
-        out = simota_assign(*args, **kwargs)
+        out = self.assign(*args, **kwargs)
         self.ms += (time_sync(self.device) - t0) * 1000
         return out
 
@@ -127,24 +138,22 @@ def bench_train_step(opt: argparse.Namespace) -> dict:
     n = opt.objects[0]
     g = torch.Generator().manual_seed(opt.seed)
     imgs, targets = imgs.to(device), synthetic_targets(opt.batch, opt.imgsz, opt.nc, int(0.8 * n), int(1.2 * n), g)
-    timer, steps, assigns = _TimedAssign(device), [], []
-    utils.losses.simota_assign = timer
-    try:
-        for i in range(opt.warmup + opt.step_runs):
-            timer.ms = 0.0
-            t0 = time_sync(device)
-            loss, _ = criterion(model(imgs), targets.to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            dt = (time_sync(device) - t0) * 1000
-            if i >= opt.warmup:
-                steps.append(dt)
-                assigns.append(timer.ms)
-    finally:
-        utils.losses.simota_assign = simota_assign
+    timer, steps, assigns = _TimedAssign(criterion.assigner, device), [], []
+    criterion.assigner = timer
+    for i in range(opt.warmup + opt.step_runs):
+        timer.ms = 0.0
+        t0 = time_sync(device)
+        loss, _ = criterion(model(imgs), targets.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        dt = (time_sync(device) - t0) * 1000
+        if i >= opt.warmup:
+            steps.append(dt)
+            assigns.append(timer.ms)
     step_ms, assign_ms = statistics.median(steps), statistics.median(assigns)
     return {"cfg": opt.cfg, "device": str(device), "objects": opt.objects[0], "targets": targets.shape[0],
+            "assigner": criterion.assigner_name,
             "step_median_ms": step_ms, "assign_median_ms": assign_ms,
             "assign_share": statistics.median(a / s for a, s in zip(assigns, steps)), "runs": opt.step_runs}
 
@@ -156,7 +165,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--strides", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--nc", type=int, default=8)
     ap.add_argument("--objects", type=int, nargs="+", default=[40, 300], help="mean objects per image")
-    ap.add_argument("--rules", nargs="+", default=["box_or_center"], choices=["box_or_center", "center_only"])
+    ap.add_argument("--rules", nargs="+", default=["box_or_center"],
+                    choices=["box_or_center", "center_only", "dsl"])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if opt.step:
         step = bench_train_step(opt)
         print(f"training step of {step['cfg']} on {step['device']} (batch {opt.batch}, {opt.imgsz} px, "
-              f"{step['targets']} objects): median {step['step_median_ms']:.0f} ms, of which SimOTA "
+              f"{step['targets']} objects): median {step['step_median_ms']:.0f} ms, of which {step['assigner']} "
               f"{step['assign_median_ms']:.0f} ms = {100 * step['assign_share']:.1f}% of the step", flush=True)
         opt.step_time_ms = opt.step_time_ms or step["step_median_ms"]
     priors = make_priors(opt.imgsz, opt.strides)
@@ -185,7 +195,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for objects in opt.objects:
         for rule in opt.rules:
-            row = bench_case(opt, priors, objects, rule == "center_only")
+            row = bench_case(opt, priors, objects, rule)
             rows.append(row)
             share = f"{100 * row['share_of_step']:.1f}%" if "share_of_step" in row else "-"
             print(f"{objects:>8}{row['max_gt']:>7}{rule:>15}{row['num_fg']:>8}{row['median_ms']:>11.1f}"

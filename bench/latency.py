@@ -1,6 +1,7 @@
-"""Forward latency of model configs on this machine (eval mode, no NMS).
+"""Forward latency of model configs on this machine (eval mode, no NMS; the deployed model: training-only modules
+such as NanoDet-Plus's AGM dropped).
 
-    python bench/latency.py                                   # yolov5n/s + decoupled, 640 and 320, eager/fused
+    python bench/latency.py                                   # yolov5n/s + decoupled, yolov5n-gfl, nanodet-plus-m
     python bench/latency.py --cfg yolov5n.yaml --imgsz 320 --batch 1 8 --runs 50
     python bench/latency.py --cfg yolov5n.yaml --imgsz 320 --batch 1 8 --modes eager fused channels_last torchscript onnx
 
@@ -34,7 +35,8 @@ from models.yolo import DetectionModel  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5s.yaml", "yolov5s-decoupled.yaml"]
+DEFAULT_CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5n-gfl.yaml", "yolov5s.yaml", "yolov5s-decoupled.yaml",
+                "nanodet-plus-m.yaml"]
 MODES = ["eager", "fused", "channels_last", "torchscript", "onnx"]
 EXPORTED = ("torchscript", "onnx")  # modes built per input shape
 
@@ -106,7 +108,7 @@ def runner(mode: str, model: torch.nn.Module, x: torch.Tensor, folder: Path) -> 
 
 
 def bench_cfg(cfg: str, opt: argparse.Namespace, device: torch.device, folder: Path) -> list[dict]:
-    model = DetectionModel(cfg, nc=opt.nc).to(device).eval()
+    model = DetectionModel(cfg, nc=opt.nc).deploy().to(device).eval()  # training-only modules dropped
     rows = []
     for mode, m in variants(model, opt.modes).items():
         n_params = sum(p.numel() for p in m.parameters())

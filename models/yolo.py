@@ -28,6 +28,7 @@ import torch
 import yaml
 from torch import nn
 
+from models.backbones import GhostPAN, ShuffleNetV2
 from models.common import C3, C3DW, SPP, SPPF, Bottleneck, BottleneckDW, Concat, Conv, DWConv, DWSConv, Focus, Select
 from models.heads import HEADS
 from models.heads.base import Head
@@ -44,6 +45,7 @@ BATCHNORM = "batchnorm"  # args = [] -> cls(c1)
 EXPLICIT = "explicit"    # args = [c1, c2, ...] as given (torch's own conv); c1 must match the input
 SAME = "same"            # c2 = c1 (resampling, pooling, identity)
 MULTI = "multi"          # cls(c1, *args) returns a list of maps; the module's ``out_channels`` lists their widths
+                         # (c1 is a list of widths when the row reads several maps)
 SELECT = "select"        # args = [k]: output k of a multi-output row
 
 
@@ -74,6 +76,9 @@ MODULES: dict[str, Block] = {
     "nn.BatchNorm2d": Block(nn.BatchNorm2d, BATCHNORM),
     "nn.Conv2d": Block(nn.Conv2d, EXPLICIT),
     "Select": Block(Select, SELECT),
+    # NanoDet-Plus's trunk (torchvision's blocks) and neck, with NanoDet's / torchvision's BatchNorm settings
+    "ShuffleNetV2": Block(ShuffleNetV2, MULTI, own_init=True),
+    "GhostPAN": Block(GhostPAN, MULTI, own_init=True),
 }
 ACTIVATIONS = {name: getattr(nn, name) for name in
                ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")}
@@ -225,11 +230,11 @@ def _row_args(ctx: _Ctx, i: int, name: str, rule: str, cls, fs: list[int], n: in
             raise ctx.error(i, name, f"args must be [k], k an output index of the {len(outs)} outputs, got {args}")
         return args, n, outs[args[0]]
     c_in = ctx.inputs(fs)
-    if rule in (IN_OUT, BATCHNORM, EXPLICIT, SAME, MULTI) and len(c_in) != 1:
+    if rule == MULTI:  # one map in -> its channels; several (a neck over a trunk's maps) -> their list
+        return [c_in[0] if len(c_in) == 1 else c_in, *args], n, None  # channels read from the built module
+    if rule in (IN_OUT, BATCHNORM, EXPLICIT, SAME) and len(c_in) != 1:
         raise ctx.error(i, name, f"takes one input map, got 'from' {fs} ({len(c_in)} maps; pick one with Select)")
     c1 = c_in[0]
-    if rule == MULTI:
-        return [c1, *args], n, None  # channels read from the built module
     if rule == IN_OUT:
         if not args or isinstance(args[0], bool) or not isinstance(args[0], int):
             raise ctx.error(i, name, f"first argument must be the output channels (int), got {args!r}")
@@ -394,6 +399,7 @@ class DetectionModel(nn.Module):
         self.model, self.save = parse_model(deepcopy(self.yaml), ch, self.yaml_file, verbose)
         self.names = {i: str(i) for i in range(self.yaml["nc"])}
         self.export = False
+        self._attach_neck()
         self.head.initialize(self._probe_strides(ch))
         initialize_weights(self.model)
         if verbose:
@@ -432,12 +438,29 @@ class DetectionModel(nn.Module):
     def has_val_loss(self) -> bool:
         return self.head.val_loss
 
+    def _attach_neck(self) -> None:
+        """A head with ``aux_from`` gets the neck rows to copy, and the trunk outputs its copy reads are kept."""
+        first = self.head.aux_from
+        if first is None:
+            return
+        last = len(self.model) - 1
+        if not isinstance(first, int) or isinstance(first, bool) or not 0 < first < last:
+            raise ValueError(f"{self.yaml_file}: {self.head.type}: aux_from must be the index of the neck's first "
+                             f"row (1..{last - 1}), got {first!r}")
+        self.head.attach_neck(list(self.model[first:last]))
+        self.save = sorted(set(self.save) | {first - 1})
+
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
-        """Training: the head's output for its criterion (the head gets ``targets`` when it needs them).
-        Eval: ``(decoded, raw)``; with ``export`` set, only ``decoded``."""
-        features = self._features(x)
+        """Training: the head's output for its criterion (the head gets ``targets`` when it needs them, the
+        trunk outputs when it has ``aux_from``). Eval: ``(decoded, raw)``; with ``export`` set, only ``decoded``."""
         if self.training:
-            return self.head(features, targets) if self.head.needs_targets else self.head(features)
+            kwargs = {"targets": targets} if self.head.needs_targets else {}
+            if self.head.aux_from is not None:
+                features, kwargs["trunk"] = self._features(x, keep=True)
+            else:
+                features = self._features(x)
+            return self.head(features, **kwargs)
+        features = self._features(x)
         raw = self.head(features)
         y = self.head.decode(raw)
         return y if self.export else (y, raw)
@@ -460,15 +483,17 @@ class DetectionModel(nn.Module):
             out += v if isinstance(v, list) else [v]
         return out
 
-    def _features(self, x: torch.Tensor, checked: bool = False):
-        """Run every row but the head; return the head's inputs. ``checked`` turns a failing row into a
-        ValueError that names it (used by the stride probe)."""
+    def _features(self, x: torch.Tensor, checked: bool = False, keep: bool = False):
+        """Run every row but the head; return the head's inputs (and, with ``keep``, the kept row outputs by
+        row index, None where not kept). ``checked`` turns a failing row into a ValueError that names it (used
+        by the stride probe)."""
         y = []
         for m in self.model[:-1]:
             x = self._gather(m.f, x, y)
             x = self._run_checked(m, x) if checked else m(x)
             y.append(x if m.i in self.save else None)
-        return self._gather(self.head.f, x, y)
+        features = self._gather(self.head.f, x, y)
+        return (features, y) if keep else features
 
     def _run_checked(self, m: nn.Module, x):
         try:

@@ -78,6 +78,33 @@ def encode_yolox(xy: Tensor, wh: Tensor, cell_xy: Tensor | float, stride: Tensor
 Boxes = Union[Tensor, np.ndarray]
 
 
+def integral(dist_logits: Tensor, reg_max: int) -> Tensor:
+    """GFL's integral: ``(..., 4 * (reg_max + 1))`` logits, per box side a distribution over the bins
+    0..reg_max -> ``(..., 4)`` its expectation (softmax, then the mean bin), in bins."""
+    bins = dist_logits.reshape(*dist_logits.shape[:-1], 4, reg_max + 1).softmax(-1)
+    project = torch.arange(reg_max + 1, device=dist_logits.device, dtype=bins.dtype)
+    return bins @ project
+
+
+def distance2bbox(points: Tensor, distance: Tensor) -> Tensor:
+    """Points ``(..., 2)`` [x, y] and distances ``(..., 4)`` [left, top, right, bottom] -> ``xyxy`` boxes."""
+    return torch.cat((points - distance[..., :2], points + distance[..., 2:]), -1)
+
+
+def bbox2distance(points: Tensor, boxes: Tensor, reg_max: float | None = None, eps: float = 0.1) -> Tensor:
+    """The inverse of ``distance2bbox``: ``xyxy`` boxes seen from points -> [left, top, right, bottom], clamped
+    to ``[0, reg_max - eps]`` when ``reg_max`` is given (GFL's DFL targets, in bins)."""
+    d = torch.cat((points - boxes[..., :2], boxes[..., 2:] - points), -1)
+    return d if reg_max is None else d.clamp(min=0, max=reg_max - eps)
+
+
+def gfl_decode(dist_logits: Tensor, points: Tensor, stride: Tensor | float, reg_max: int) -> Tensor:
+    """The GFL head's box coder (loss and eval alike): ``(..., 4 * (reg_max + 1))`` logits at prior points
+    ``(..., 2)`` px -> ``xyxy`` px; each side's distance = ``integral`` x stride, so a box reaches at most
+    ``reg_max`` strides from its point."""
+    return distance2bbox(points, integral(dist_logits, reg_max) * stride)
+
+
 def _clone(x: Boxes) -> Boxes:
     return x.clone() if isinstance(x, Tensor) else np.copy(x)
 

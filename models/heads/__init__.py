@@ -3,10 +3,13 @@
 Adding a head is one line here."""
 from models.heads.base import Head
 from models.heads.detect import Detect, DetectDcoupleHead
+from models.heads.gfl import GFLHead, NanoDetPlusHead
 from models.heads.yolox import YOLOXHead
 
 HEADS: dict[str, type[Head]] = {
     "Detect": Detect,
     "DetectDcoupleHead": DetectDcoupleHead,
     "YOLOXHead": YOLOXHead,
+    "GFLHead": GFLHead,
+    "NanoDetPlusHead": NanoDetPlusHead,  # the same class under NanoDet's name
 }

@@ -24,7 +24,11 @@ A head is the last row of a model YAML and owns everything specific to its famil
 4. **Training-only modules.** ``train_only`` names child modules (an auxiliary branch) that only the
    training forward uses. They are in ``state_dict`` and checkpoints (``--resume`` continues them), and
    absent from the eval forward, ``DetectionModel.fuse()`` / ``deploy()``, exported files and the deploy
-   parameter count (``models/yolo.py --cfg`` prints train and deploy counts).
+   parameter count (``models/yolo.py --cfg`` prints train and deploy counts). A head whose auxiliary branch
+   needs its own copy of the neck (NanoDet-Plus's AGM) sets ``aux_from`` to the neck's first row index:
+   ``DetectionModel`` then hands it the neck rows once (``attach_neck(rows)``, to copy them) and, in every
+   training forward, the trunk outputs by row index (``forward(features, targets, trunk=outputs)``), from
+   which the copied rows are re-run.
 5. **Loss.** ``criterion(hyp, imgsz, label_smoothing)`` returns an object that satisfies ``Criterion``
    below. ``hyp_keys`` lists the head-specific hyperparameters it reads (checked against hyp files).
    ``val_loss = False`` declares that the criterion cannot score eval outputs; val.py then reports the
@@ -83,6 +87,7 @@ class Head(nn.Module):
     val_loss: bool = True
     train_only: tuple[str, ...] = ()
     hyp_keys: tuple[str, ...] = ()
+    aux_from: int | None = None  # first neck row copied for a training-only branch (see attach_neck)
 
     nc: int
     nl: int
@@ -121,6 +126,10 @@ class Head(nn.Module):
 
     def on_epoch(self, state: EpochState) -> None:
         """Epoch-switched behaviour of the head itself (default: none)."""
+
+    def attach_neck(self, rows: list[nn.Module]) -> None:
+        """The built rows ``aux_from`` .. (head excluded), called once when ``aux_from`` is set: a head that
+        trains an auxiliary copy of the neck deep-copies them here (default: nothing to do)."""
 
     def fit_priors(self, label_wh: np.ndarray, hyp: dict) -> None:
         """Heads without data-fitted priors have nothing to do."""

@@ -20,12 +20,14 @@ Boxes are ``xyxy`` in input pixels unless a name says otherwise. Priors are ``(N
     base.py     the result contract (Assignment) and batched helpers
     simota.py   SimOTA (YOLOX)
     center.py   centre sampling (FCOS)
+    dsl.py      Dynamic Soft Label Assigner (NanoDet-Plus); its priors are the points the head decodes from
 """
 from utils.assigners.base import Assignment, batched_box_iou
 from utils.assigners.center import center_assign
+from utils.assigners.dsl import dsl_assign
 from utils.assigners.simota import simota_assign
 
-ASSIGNERS = {"simota": simota_assign, "center": center_assign}  # names usable in YAML rows
+ASSIGNERS = {"simota": simota_assign, "center": center_assign, "dsl": dsl_assign}  # names usable in YAML rows
 
 
 def get_assigner(name: str):
@@ -35,4 +37,5 @@ def get_assigner(name: str):
     return ASSIGNERS[name]
 
 
-__all__ = ["ASSIGNERS", "Assignment", "batched_box_iou", "center_assign", "get_assigner", "simota_assign"]
+__all__ = ["ASSIGNERS", "Assignment", "batched_box_iou", "center_assign", "dsl_assign", "get_assigner",
+           "simota_assign"]

@@ -34,14 +34,16 @@ def _simota_geometry(
     return candidate, in_box.logical_and_(in_center)
 
 
-def _simota_cls_cost(pred_cls_logits: Tensor, pred_obj_logits: Tensor, gt_labels: Tensor) -> Tensor:
+def _simota_cls_cost(pred_cls_logits: Tensor, pred_obj_logits: Tensor | None, gt_labels: Tensor) -> Tensor:
     """``(B, G, N)``: BCE of sqrt(sigmoid(cls) * sigmoid(obj)) against each gt's one-hot, summed over
-    classes, in fp32.
+    classes, in fp32; of sigmoid(cls) alone when ``pred_obj_logits`` is None.
 
     Computed without the ``(B, G, N, nc)`` tensor: the sum over classes of BCE(p, 0) is shared by all
     gts, and a gt of class c swaps its c-th term for BCE(p_c, 1).
     """
-    score = (pred_cls_logits.float().sigmoid() * pred_obj_logits.float().sigmoid()).sqrt_()  # (B, N, nc)
+    score = pred_cls_logits.float().sigmoid()  # (B, N, nc)
+    if pred_obj_logits is not None:
+        score = score.mul_(pred_obj_logits.float().sigmoid()).sqrt_()
     neg_log_p = score.log().clamp_(min=_CLS_LOG_MIN).neg_()  # BCE(p, 1)
     neg_log_1mp = torch.log1p(-score).clamp_(min=_CLS_LOG_MIN).neg_()  # BCE(p, 0)
     all_negative = neg_log_1mp.sum(dim=-1)  # (B, N)
@@ -66,15 +68,22 @@ def _simota_dynamic_k(iou: Tensor, candidate: Tensor, gt_mask: Tensor, candidate
 
 
 def _simota_match(cost: Tensor, dynamic_k: Tensor, max_k: int) -> Tensor:
+    """``(B, N)`` long owner per cell, -1 when unclaimed: each gt claims its ``dynamic_k`` (<= max_k)
+    cheapest cells (``torch.topk``'s order among equal costs), then ``_resolve_claims``."""
+    max_k = min(max_k, cost.shape[-1])
+    return _resolve_claims(cost, cost.topk(max_k, dim=-1, largest=False).indices, dynamic_k)
+
+
+def _resolve_claims(cost: Tensor, cheapest: Tensor, dynamic_k: Tensor) -> Tensor:
     """``(B, N)`` long owner per cell, -1 when unclaimed.
 
-    Each gt claims its ``dynamic_k`` (<= max_k) cheapest cells; a cell claimed by several gts goes
-    to the gt of minimum cost for it over all of the image's gts (as YOLOX's dynamic_k_matching).
-    Claims are counted by scatter on (B, G * max_k) indices, never as a (B, G, N) matrix.
+    Each gt claims the first ``dynamic_k`` of its ``cheapest`` cells ``(B, G, max_k)``, cheapest first; a
+    cell claimed by several gts goes to the gt of minimum cost for it over all of the image's gts (as
+    YOLOX's dynamic_k_matching). Claims are counted by scatter on (B, G * max_k) indices, never as a
+    (B, G, N) matrix.
     """
     batch, num_gt, num_priors = cost.shape
-    max_k = min(max_k, num_priors)
-    cheapest = cost.topk(max_k, dim=-1, largest=False).indices  # (B, G, max_k)
+    max_k = cheapest.shape[-1]
     keep = torch.arange(max_k, device=cost.device) < dynamic_k[..., None]  # (B, G, max_k)
     cell = torch.where(keep, cheapest, num_priors).reshape(batch, -1)  # column N collects the dropped
     n_claims = torch.zeros((batch, num_priors + 1), dtype=torch.long, device=cost.device)
@@ -95,11 +104,9 @@ def _argmin_over_gt(cost: Tensor) -> Tensor:
     return torch.where(cost == best, gt_index, float(num_gt - 1)).amin(dim=1).long()  # (B, N)
 
 
-def _check_simota_inputs(
-    pred_boxes: Tensor, pred_cls_logits: Tensor, pred_obj_logits: Tensor, priors: Tensor,
-    gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, center_radius: float, candidate_topk: int,
-) -> None:
-    """Raise ValueError naming the first argument whose shape or value is wrong."""
+def _check_predictions(pred_boxes: Tensor, pred_cls_logits: Tensor, pred_obj_logits: Tensor | None,
+                       priors: Tensor) -> None:
+    """Raise ValueError naming the first prediction or prior argument whose shape is wrong."""
     if pred_boxes.ndim != 3 or pred_boxes.shape[-1] != 4:
         raise ValueError(f"pred_boxes must be (B, N, 4) xyxy, got shape {tuple(pred_boxes.shape)}")
     batch, num_priors = pred_boxes.shape[:2]
@@ -108,14 +115,23 @@ def _check_simota_inputs(
             f"pred_cls_logits must be (B, N, nc) = ({batch}, {num_priors}, nc), "
             f"got shape {tuple(pred_cls_logits.shape)}"
         )
-    if pred_obj_logits.shape[:2] != (batch, num_priors) or pred_obj_logits.numel() != batch * num_priors:
+    if pred_obj_logits is not None and (pred_obj_logits.shape[:2] != (batch, num_priors)
+                                        or pred_obj_logits.numel() != batch * num_priors):
         raise ValueError(
             f"pred_obj_logits must be (B, N) or (B, N, 1) = ({batch}, {num_priors}), "
             f"got shape {tuple(pred_obj_logits.shape)}"
         )
     if tuple(priors.shape) != (num_priors, 4):
         raise ValueError(f"priors must be (N, 4) = ({num_priors}, 4) [cx, cy, sx, sy], got {tuple(priors.shape)}")
-    _check_gt(gt_boxes, gt_labels, gt_mask, batch)
+
+
+def _check_simota_inputs(
+    pred_boxes: Tensor, pred_cls_logits: Tensor, pred_obj_logits: Tensor | None, priors: Tensor,
+    gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, center_radius: float, candidate_topk: int,
+) -> None:
+    """Raise ValueError naming the first argument whose shape or value is wrong."""
+    _check_predictions(pred_boxes, pred_cls_logits, pred_obj_logits, priors)
+    _check_gt(gt_boxes, gt_labels, gt_mask, pred_boxes.shape[0])
     if not center_radius > 0:
         raise ValueError(f"center_radius must be > 0, got {center_radius}")
     if candidate_topk < 1:
@@ -126,7 +142,7 @@ def _check_simota_inputs(
 def simota_assign(
     pred_boxes: Tensor,
     pred_cls_logits: Tensor,
-    pred_obj_logits: Tensor,
+    pred_obj_logits: Tensor | None,
     priors: Tensor,
     gt_boxes: Tensor,
     gt_labels: Tensor,
@@ -138,10 +154,12 @@ def simota_assign(
 ) -> Assignment:
     """YOLOX's SimOTA, batched: no loop over images or ground truths, no host sync.
 
-    pred_boxes (B, N, 4) xyxy px, pred_cls_logits (B, N, nc), pred_obj_logits (B, N[, 1]),
+    pred_boxes (B, N, 4) xyxy px, pred_cls_logits (B, N, nc), pred_obj_logits (B, N[, 1]) or None,
     priors (N, 4) [cx, cy, sx, sy] px, gt_boxes (B, G, 4) xyxy px, gt_labels (B, G) long in
     [0, nc) where valid, gt_mask (B, G) bool (False = padding).
 
+    cls_cost = BCE(sqrt(sigmoid(cls) * sigmoid(obj)), one-hot) summed over classes (YOLOX), or
+    BCE(sigmoid(cls), one-hot) when ``pred_obj_logits`` is None (a head without objectness);
     cost = cls_cost + iou_weight * -log(IoU + 1e-8) + penalty where the pair fails the geometry;
     dynamic k = max(1, int(sum of the top-``candidate_topk`` candidate IoUs)); each gt takes its k
     cheapest candidates; a cell claimed twice goes to its cheapest gt.
@@ -161,7 +179,8 @@ def simota_assign(
     candidate, pair_ok = _simota_geometry(priors.float(), gt_boxes, gt_mask, center_radius, center_only)
     iou = batched_box_iou(gt_boxes, pred_boxes.float())  # (B, G, N)
     labels = gt_labels.long().masked_fill(~gt_mask, 0)  # padding rows may hold any label
-    cost = _simota_cls_cost(pred_cls_logits, pred_obj_logits.reshape(batch, num_priors, 1), labels)
+    obj = None if pred_obj_logits is None else pred_obj_logits.reshape(batch, num_priors, 1)
+    cost = _simota_cls_cost(pred_cls_logits, obj, labels)
     cost.add_(iou.add(1e-8).log_(), alpha=-iou_weight)
     penalty = SIMOTA_PENALTY_CENTER_ONLY if center_only else SIMOTA_PENALTY_BOX_AND_CENTER
     cost.add_(pair_ok.logical_not_(), alpha=penalty)  # bool -> +penalty where the geometry fails

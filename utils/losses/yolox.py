@@ -5,8 +5,6 @@ Shape shorthand: B batch, N cells over all levels, G ground truths per image (pa
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -14,48 +12,10 @@ from torchvision.ops import box_convert
 
 from utils.assigners import Assignment, get_assigner
 from utils.boxes import bbox_iou, decode_yolox, encode_yolox, make_grid
-from utils.losses.common import smooth_bce
+from utils.losses.common import PaddedTargets, pad_targets, smooth_bce
 
 YOLOX_NOMINAL_BATCH = 64  # YOLOX's lr (0.01) is set for a mean-per-positive loss over 64 images
 YOLOX_IOU_WEIGHT = 5.0
-
-
-class PaddedTargets(NamedTuple):
-    """Ground truths padded per image: boxes (B, G, 4) cxcywh px, labels (B, G) long, mask (B, G) bool."""
-    boxes: Tensor
-    labels: Tensor
-    mask: Tensor
-
-
-def pad_targets(targets: Tensor, batch_size: int, img_w: float, img_h: float) -> PaddedTargets:
-    """(M, 6) ``[image, class, cx, cy, w, h]`` normalised -> per-image padded tensors in pixels.
-
-    Rows are scattered to (image, rank within image) with no Python loop; G = the largest count in the
-    batch (at least 1, so that an all-empty batch still has a fully masked row). Reading G is the one
-    host sync: a padded shape depends on the data.
-    """
-    if targets.ndim != 2 or targets.shape[1] != 6:
-        raise ValueError(f"targets must be (M, 6) [image, class, cx, cy, w, h], got shape {tuple(targets.shape)}")
-    device, m = targets.device, targets.shape[0]
-    img = targets[:, 0].long()
-    counts = torch.zeros(batch_size, dtype=torch.long, device=device)
-    try:
-        counts.scatter_add_(0, img, torch.ones_like(img))
-    except RuntimeError as e:  # CPU; CUDA asserts instead
-        raise ValueError(f"targets hold an image index outside [0, {batch_size}): {e}") from None
-    g = max(int(counts.max()), 1) if m else 1
-    order = torch.sort(img, stable=True).indices
-    img_sorted = img[order]
-    first = counts.cumsum(0) - counts  # (B,) position of each image's first row in the sorted order
-    rank = torch.arange(m, device=device) - first[img_sorted]
-    scale = torch.tensor([img_w, img_h, img_w, img_h], device=device, dtype=torch.float32)
-    boxes = torch.zeros((batch_size, g, 4), device=device)
-    labels = torch.zeros((batch_size, g), dtype=torch.long, device=device)
-    mask = torch.zeros((batch_size, g), dtype=torch.bool, device=device)
-    boxes[img_sorted, rank] = targets[order, 2:6].float() * scale
-    labels[img_sorted, rank] = targets[order, 1].long()
-    mask[img_sorted, rank] = True
-    return PaddedTargets(boxes, labels, mask)
 
 
 class YOLOXLoss:

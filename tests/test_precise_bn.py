@@ -73,12 +73,13 @@ def test_precise_bn_off_and_models_without_batchnorm():
 def test_ema_schedule_keeps_yolov5_on_long_runs_and_engages_on_short_ones():
     coco = 300 * math.ceil(118287 / 64)
     assert ema_schedule(coco) == pytest.approx((YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU))  # YOLOv5's on COCO-length runs
-    decay, tau = ema_schedule(20 * 32)  # the built-in dataset, 20 epochs: one epoch of updates
-    assert 1 / (1 - decay) == pytest.approx(32) and tau == pytest.approx(32 / 5)
-    assert decay * (1 - math.exp(-32 / tau)) > 0.99 * decay  # engaged within the first epoch
-    assert 1 / (1 - ema_schedule(10 * 32)[0]) == pytest.approx(16)  # 10 epochs: half an epoch
+    assert ema_schedule(50_000) == pytest.approx((YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU))  # 20% reaches YOLOv5's cap
+    decay, tau = ema_schedule(20 * 32)  # the built-in dataset, 20 epochs: four epochs of updates
+    assert 1 / (1 - decay) == pytest.approx(128) and tau == pytest.approx(128 / 5)
+    assert decay * (1 - math.exp(-128 / tau)) > 0.99 * decay  # engaged within the first four epochs
+    assert 1 / (1 - ema_schedule(10 * 32)[0]) == pytest.approx(64)  # 10 epochs: two epochs
     assert ema_schedule(640, decay=0.9999, tau=2000) == (0.9999, 2000)  # YOLOv5's exact behaviour on request
-    assert ema_schedule(10) == (0.0, pytest.approx(0.2))  # too short to average: the EMA is the model
+    assert ema_schedule(4) == (0.0, pytest.approx(0.2))  # too short to average: the EMA is the model
 
 
 def test_decoupled_head_group_norm_row_builds_and_fuses():

@@ -33,7 +33,7 @@ from models.common import C3, C3DW, SPP, SPPF, Bottleneck, BottleneckDW, Concat,
 from models.heads import HEADS
 from models.heads.base import Head
 from utils import LOGGER
-from utils.io.files import find_in_dir
+from utils.io.files import find_in_dir, yaml_read
 from utils.torch_utils import count_params, model_info, profile_module
 
 MODELS_DIR = Path(__file__).resolve().parent
@@ -100,8 +100,7 @@ def load_cfg(cfg: str | Path | dict) -> tuple[dict, str]:
     if isinstance(cfg, dict):
         return deepcopy(cfg), "<dict>"
     path = find_cfg(cfg)
-    with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f)
+    d = yaml_read(path)
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a model YAML must be a mapping with nc, backbone and head, got {type(d).__name__}")
     return d, str(path)
@@ -580,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", default="yolov5s.yaml", help="model YAML: a path or a bare name in models/")
     parser.add_argument("--nc", type=int, default=None, help="override the number of classes")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--imgsz", type=int, default=640, help="input size for --profile")
+    parser.add_argument("--imgsz", type=int, default=640, help="input size for --profile and the GFLOPs line")
     parser.add_argument("--profile", action="store_true", help="time the forward pass of every layer")
     opt = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -589,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         LOGGER.error(f"error: {e}")
         return 2
+    if opt.imgsz != 640:  # the summary above is at YOLOv5's 640; again at the size asked for
+        model.info(opt.imgsz)
     if opt.profile:
         model.eval()
         profile_layers(model, torch.rand(opt.batch_size, model.yaml["ch"], opt.imgsz, opt.imgsz))

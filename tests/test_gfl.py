@@ -10,6 +10,7 @@ from copy import deepcopy
 import numpy as np
 import pytest
 import torch
+from test_heads import targets_for  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from models.heads.base import EpochState
 from models.heads.gfl import GFLHead, GFLOutput
@@ -27,17 +28,6 @@ def tiny_gfl(aux_from: int | None = 10, assigner: str = "dsl", detach_epoch: int
     cfg = {**cfg, "nc": nc, "width_multiple": 0.125, "depth_multiple": 0.33}
     cfg["head"][-1][3] = ["nc", 32, 1, 3, 7, aux_from, assigner, detach_epoch]
     return cfg
-
-
-def targets_for(batch: int, nc: int = 3) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    rows = []
-    for b in range(batch):
-        for _ in range(3):
-            wh = torch.rand(2, generator=g) * 0.3 + 0.1
-            xy = torch.rand(2, generator=g) * (1 - wh) + wh / 2
-            rows.append(torch.cat((torch.tensor([b, float(torch.randint(0, nc, (1,), generator=g))]), xy, wh)))
-    return torch.stack(rows)
 
 
 def test_integral_decode_of_a_hand_made_distribution():

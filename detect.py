@@ -3,6 +3,7 @@
     python detect.py --weights best.pt --source video.mp4        # or img.jpg, dir/, 'dir/*.jpg', list.txt
     python detect.py --weights best.onnx --source rtsp://cam/1    # or 0 (webcam), http(s)://, rtmp://, cams.streams
     python detect.py --weights best.torchscript                   # default source: the built-in shapes video
+    python detect.py                                              # default weights: newest runs/train/*/weights/best.pt
 
 Results go to runs/detect/exp{N}/: annotated images and mp4s (the source's fps and size), labels/*.txt
 (``--save-txt``: ``cls cx cy w h [conf]`` normalised, ``<stem>_<frame>.txt`` for video and stream frames) and
@@ -28,7 +29,7 @@ from models.backends import Backend, load_backend
 from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.data.augmentations import round_to_stride
 from utils.data.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
-from utils.evaluation.annotate import Annotator, CropWriter
+from utils.evaluation.annotate import Annotator, CropWriter, describe
 from utils.io.files import increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync
 
@@ -128,14 +129,6 @@ class _Outputs:
                 cv2.destroyAllWindows()
             except cv2.error:
                 pass
-
-
-def describe(det: np.ndarray, names: dict[int, str]) -> str:
-    """'2 circles, 1 ring' (class counts of ``det`` rows [..., conf, cls]) or '(no detections)'."""
-    if not len(det):
-        return "(no detections)"
-    classes, counts = np.unique(det[:, 5].astype(int), return_counts=True)
-    return ", ".join(f"{n} {names.get(c, str(c))}{'s' * (n > 1)}" for c, n in zip(classes.tolist(), counts.tolist()))
 
 
 def _display_available() -> bool:
@@ -280,9 +273,22 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
     return result
 
 
+def default_weights(train_dir: Path) -> Path:
+    """``--weights`` when none is given: the newest ``train_dir/*/weights/best.pt`` (by modification time)."""
+    found = sorted(Path(train_dir).glob("*/weights/best.pt"), key=os.path.getmtime)
+    if not found:
+        raise FileNotFoundError(f"no --weights given and no trained model to default to ({train_dir}/*/weights/"
+                                f"best.pt): train one first (python train.py --cfg yolov5n.yaml) or pass "
+                                f"--weights FILE (.pt, .torchscript or .onnx)")
+    LOGGER.info(f"--weights not given: using the newest trained model, {found[-1]}")
+    return found[-1]
+
+
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=str, required=True, help="model: .pt (ours or YOLOv5's), .torchscript, .onnx")
+    p.add_argument("--weights", type=str, default=None,
+                   help="model: .pt (ours or YOLOv5's), .torchscript, .onnx (default: the newest "
+                        "runs/train/*/weights/best.pt)")
     p.add_argument("--source", type=str, default=None,
                    help="file, dir, glob, .txt list, video, webcam index, stream URL or .streams file "
                         "(default: the built-in shapes video)")
@@ -313,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     opt = parse_opt(argv)
     try:
+        opt.weights = opt.weights or default_weights(ROOT / "runs" / "train")
         result = run(**vars(opt))
     except (OSError, ValueError) as e:  # missing files, unwritable outputs, unreachable streams, bad flags
         LOGGER.error(f"error: {e}")

@@ -404,8 +404,22 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# flag: (lowest allowed value, what it is); values below are one-line errors, not a crash or a silent fix-up
+FLAG_RANGES = {"epochs": (1, "epochs to train"), "batch_size": (1, "total batch size"),
+               "imgsz": (1, "image size in pixels, rounded up to a multiple of the model's max stride"),
+               "workers": (0, "max dataloader workers, 0 loads in the main process")}
+
+
+def check_opt(opt: argparse.Namespace) -> None:
+    """ValueError naming the first flag outside its range (``FLAG_RANGES``)."""
+    for key, (low, what) in FLAG_RANGES.items():
+        value = getattr(opt, key)
+        if value is not None and value < low:
+            raise ValueError(f"--{key.replace('_', '-')} {value}: must be an integer >= {low} ({what})")
+
+
 def resolve_opt(opt: argparse.Namespace) -> argparse.Namespace:
-    """Apply --resume (the run's own options), resolve names, pick the run folder."""
+    """Apply --resume (the run's own options), check the flags, resolve names, pick the run folder."""
     if opt.resume:
         last = latest_run(ROOT / "runs") if opt.resume is True else Path(opt.resume)
         if not last.is_file():
@@ -414,6 +428,7 @@ def resolve_opt(opt: argparse.Namespace) -> argparse.Namespace:
         opt = argparse.Namespace(**{**vars(opt), **run_opt})
         opt.weights, opt.resume, opt.cfg = str(last), True, ""
         return opt
+    check_opt(opt)
     opt.hyp = str(find_in_dir(opt.hyp, ROOT / "data" / "hyps", "hyperparameter file"))
     if not opt.imgsz:
         opt.imgsz = int(check_dataset(opt.data).get("imgsz", 640))

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from models.backends import Backend, load_backend
 from utils.boxes import postprocess, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.data.dataloaders import check_dataset, create_dataloader
+from utils.evaluation.coco import CocoResults, coco_eval
 from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from utils.evaluation.plots import plot_images
 from utils.io.files import increment_path
@@ -50,12 +50,12 @@ class _Stats:
     conf: list = field(default_factory=list)
     pred_cls: list = field(default_factory=list)
     target_cls: list = field(default_factory=list)
-    json: list = field(default_factory=list)
 
 
 def _process_image(si: int, pred: torch.Tensor, targets: torch.Tensor, shape, im_hw, stats: _Stats,
-                   cm: ConfusionMatrix | None) -> torch.Tensor:
-    """Match one image's detections to its labels in original-image pixels; returns the scaled detections."""
+                   cm: ConfusionMatrix | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Match one image's detections to its labels in original-image pixels; returns both, scaled:
+    detections (n, 6) xyxy, conf, cls and labels (m, 5) cls, xyxy."""
     labels = targets[targets[:, 0] == si, 1:]  # (m, 5) cls, cxcywh pixels of the batch image
     predn = pred.clone()
     scale_boxes(im_hw, predn[:, :4], shape[0], shape[1])
@@ -70,7 +70,7 @@ def _process_image(si: int, pred: torch.Tensor, targets: torch.Tensor, shape, im
     stats.target_cls.append(labels[:, 0].cpu())
     if cm is not None:
         cm.process_batch(predn if len(predn) else None, labelsn)
-    return predn
+    return predn, labelsn
 
 
 def _save_txt(predn: torch.Tensor, shape, path: Path, save_conf: bool) -> None:
@@ -83,13 +83,6 @@ def _save_txt(predn: torch.Tensor, shape, path: Path, save_conf: bool) -> None:
             f.write(("%g " * len(line)).rstrip() % line + "\n")
 
 
-def _json_rows(predn: torch.Tensor, image_id: int) -> list[dict]:
-    box = xyxy2xywh(predn[:, :4].clone())
-    box[:, :2] -= box[:, 2:] / 2  # COCO xywh = top-left corner, size
-    return [{"image_id": image_id, "category_id": int(c), "bbox": [round(x, 3) for x in b],
-             "score": round(s, 5)} for b, s, c in zip(box.tolist(), predn[:, 4].tolist(), predn[:, 5].tolist())]
-
-
 def _print_table(res: ValResult, names: dict, nt: np.ndarray, seen: int, classes: np.ndarray, ap, per_class: bool):
     pf = "%22s" + "%11i" * 2 + "%11.3g" * 4
     LOGGER.info(("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95"))
@@ -100,41 +93,6 @@ def _print_table(res: ValResult, names: dict, nt: np.ndarray, seen: int, classes
         for i, c in enumerate(classes):
             LOGGER.info(pf % (names.get(int(c), str(int(c))), seen, nt[c], ap.p[i], ap.r[i], ap.ap50[i],
                               ap.ap_mean[i]))
-
-
-def _coco_eval(stats: _Stats, gt_rows: list[dict], n_images: int, names: dict, pred_json: Path) -> None:
-    """COCOeval on our own labels (converted to COCO ground truth) and the saved detections."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        LOGGER.info("pycocotools not installed: skipping COCOeval (pip install pycocotools)")
-        return
-    gt = COCO()
-    gt.dataset = {"images": [{"id": i} for i in range(n_images)], "annotations": gt_rows,
-                  "categories": [{"id": int(k), "name": v} for k, v in names.items()]}
-    gt.createIndex()
-    dt = gt.loadRes(str(pred_json)) if stats.json else None
-    if dt is None:
-        LOGGER.info("COCOeval: no detections")
-        return
-    ev = COCOeval(gt, dt, "bbox")
-    ev.evaluate(), ev.accumulate(), ev.summarize()
-    LOGGER.info(f"COCOeval (pycocotools): mAP50-95 {ev.stats[0]:.4f}, mAP50 {ev.stats[1]:.4f}")
-
-
-def _gt_rows(targets: torch.Tensor, shapes, im_hw, first_id: int) -> list[dict]:
-    rows = []
-    for si, shape in enumerate(shapes):
-        labels = targets[targets[:, 0] == si, 1:]
-        if not len(labels):
-            continue
-        tbox = xywh2xyxy(labels[:, 1:5])
-        scale_boxes(im_hw, tbox, shape[0], shape[1])
-        for c, (x1, y1, x2, y2) in zip(labels[:, 0].tolist(), tbox.tolist()):
-            rows.append({"id": 0, "image_id": first_id + si, "category_id": int(c), "iscrowd": 0,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
-    return rows
 
 
 @torch.no_grad()
@@ -169,7 +127,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     val_loss = criterion is not None and model.has_val_loss  # a head may declare its loss eval-incapable
     if criterion is not None and not val_loss:
         LOGGER.info("val: this head's loss is not available in eval; validation loss reported as NaN")
-    gt_rows = []
+    coco = CocoResults.for_dataset(names) if save_json else None
     pbar = tqdm(dataloader, desc=("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50",
                                                           "mAP50-95"), bar_format="{l_bar}{bar:10}{r_bar}")
     for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
@@ -189,16 +147,14 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
                             agnostic=single_cls, max_det=max_det)
         t3 = time_sync(dev)
         dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
-        if save_json:
-            gt_rows += _gt_rows(targets, shapes, im.shape[2:], seen)
         for si, pred in enumerate(preds):
             if single_cls:
                 pred[:, 5] = 0
-            predn = _process_image(si, pred, targets, shapes[si], im.shape[2:], stats, cm)
+            predn, labelsn = _process_image(si, pred, targets, shapes[si], im.shape[2:], stats, cm)
             if save_txt:
                 _save_txt(predn, shapes[si], save_dir / "labels" / f"{Path(paths[si]).stem}.txt", save_conf)
-            if save_json:
-                stats.json += _json_rows(predn, seen + si)
+            if coco is not None:
+                coco.add(paths[si], predn, labelsn)
         seen += nb
         if plots and batch_i < 3:
             plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
@@ -213,14 +169,28 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
                     + str(shape))
     if plots:
         cm.plot(save_dir, names)
-    if save_json:
-        pred_json = save_dir / f"{Path(weights).stem if weights else 'model'}_predictions.json"
-        pred_json.write_text(json.dumps(stats.json))
-        LOGGER.info(f"saved {len(stats.json)} detections to {pred_json}")
-        _coco_eval(stats, [dict(r, id=i + 1) for i, r in enumerate(gt_rows)], seen, names, pred_json)
+    if coco is not None:
+        _save_json(coco, data, task, save_dir / f"{Path(weights).stem if weights else 'model'}_predictions.json", res)
     if not training:
         LOGGER.info(f"Results saved to {save_dir}")
     return res
+
+
+def _save_json(coco: CocoResults, data: dict, task: str, pred_json: Path, res: ValResult) -> None:
+    """Write the COCO-format detections and score them with pycocotools: against the dataset's official
+    ``annotations/instances_val2017.json`` when it has one (--task val; its mAP50-95 and mAP50 then replace
+    ours, as in YOLOv5), else against our own labels converted to COCO ground truth (printed only)."""
+    coco.finish()
+    coco.write(pred_json)
+    official = Path(data.get("path") or ".") / "annotations" / "instances_val2017.json"
+    if task == "val" and official.is_file():
+        LOGGER.info(f"COCOeval against {official}")
+        stats = coco_eval(official, pred_json, coco.images)
+        if stats is not None:
+            res.map, res.map50 = stats[0], stats[1]
+            LOGGER.info(f"mAP50-95 {res.map:.4f} and mAP50 {res.map50:.4f} reported from pycocotools")
+    else:
+        coco_eval(coco.ground_truth(), pred_json, coco.images)
 
 
 def _float(x):

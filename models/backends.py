@@ -132,15 +132,23 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
     return backend
 
 
-def _load_pytorch(path: Path, device: torch.device, half: bool, fuse: bool) -> Backend:
-    model = load_model(path, device, fuse)
+def backend_from_model(model: DetectionModel, source: str | Path, device: torch.device | str = "cpu",
+                       half: bool = False) -> Backend:
+    """An in-memory model behind the Backend interface, in eval mode on ``device``; ``source`` (its checkpoint
+    or YAML) names it in messages."""
+    device = torch.device(device)
+    model = model.to(device).eval()
     model = model.half() if half else model.float()
 
     def run_fn(im: Tensor) -> Tensor:
         return model(im)[0]
 
-    return Backend(run_fn, "pytorch", path, device, max(int(model.stride.max()), 32), dict(model.names),
+    return Backend(run_fn, "pytorch", Path(source), device, max(int(model.stride.max()), 32), dict(model.names),
                    fp16=half, model=model, suppressed=model.suppressed)
+
+
+def _load_pytorch(path: Path, device: torch.device, half: bool, fuse: bool) -> Backend:
+    return backend_from_model(load_model(path, device, fuse), path, device, half)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ if __name__ == "__main__" and not __package__:  # run as a script: make the repo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-import yaml
 from torch import nn
 
 from models.backbones import GhostPAN, ShuffleNetV2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import _thread
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -136,6 +137,26 @@ def test_cli_increments_run_dirs_and_reports_errors(weights, image_dir, tmp_path
     assert sorted(p.name for p in (tmp_path / "exp2").iterdir()) == ["im0.jpg", "im1.jpg", "im2.jpg"]
     assert detect.main(argv[:2] + ["--source", str(tmp_path / "missing.jpg")]) == 2
     assert "missing.jpg" in caplog.text and not (tmp_path / "exp3").exists()  # no run folder for a bad source
+
+
+def test_weights_default_to_the_newest_trained_best_pt(weights, image_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(detect, "ROOT", tmp_path)
+    argv = ["--source", str(image_dir), "--imgsz", "64", "--nosave", "--project", str(tmp_path / "out")]
+    assert detect.main(argv) == 2  # nothing trained yet
+    err = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert err == [f"error: no --weights given and no trained model to default to ({tmp_path}/runs/train/*/weights/"
+                   f"best.pt): train one first (python train.py --cfg yolov5n.yaml) or pass --weights FILE (.pt, "
+                   f".torchscript or .onnx)"]
+    for i, run in enumerate(("exp2", "exp10", "exp3")):  # exp10 written last: the newest by time, not by name
+        best = tmp_path / "runs" / "train" / run / "weights" / "best.pt"
+        best.parent.mkdir(parents=True)
+        best.write_bytes(weights.read_bytes())
+        os.utime(best, (1e9 + i, 1e9 + (i if run != "exp10" else 10)))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert detect.main(argv) == 0
+    newest = tmp_path / "runs" / "train" / "exp10" / "weights" / "best.pt"
+    assert f"--weights not given: using the newest trained model, {newest}" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -47,11 +47,11 @@ def test_no_general_grab_bag():
 
 
 def test_utils_is_grouped_by_concern():
-    """The folders are the map (README "Layout"): data, losses, assigners, evaluation, io, plus three shared
-    modules; a new module goes into the folder of its concern."""
+    """The folders are the map (README "Layout"): data, losses, assigners, evaluation, io, hub, plus three
+    shared modules; a new module goes into the folder of its concern."""
     top_level = sorted(p.name for p in (ROOT / "utils").glob("*.py"))
     assert top_level == ["__init__.py", "autoanchor.py", "boxes.py", "torch_utils.py"], top_level
-    for pkg in ("data", "losses", "assigners", "evaluation", "io"):
+    for pkg in ("data", "losses", "assigners", "evaluation", "io", "hub"):
         assert (ROOT / "utils" / pkg / "__init__.py").is_file(), pkg
 
 

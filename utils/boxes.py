@@ -168,16 +168,18 @@ def clip_boxes(boxes: Boxes, shape: tuple[int, ...]) -> Boxes:
 def scale_boxes(img1_shape: tuple[int, ...], boxes: Boxes, img0_shape: tuple[int, ...],
                 ratio_pad: tuple | None = None) -> Boxes:
     """Map ``xyxy`` boxes from a letterboxed image ``img1_shape`` (h, w) back to the original ``img0_shape``
-    (h, w, ...), in place, and clip them. ``ratio_pad = ((gain, gain), (padw, padh))`` as the letterbox
-    returned it; without it the gain and the centred padding are recomputed from the two shapes."""
+    (h, w, ...), in place, and clip them. ``ratio_pad = ((gain_h, gain_w), (padw, padh))`` as the dataloader's
+    shapes give it (``(h / h0, w / w0)``: the two differ by the rounding of the resized size) or the letterbox
+    returned it (``(r, r)``); without it the gain and the centred padding are recomputed from the two shapes."""
     if ratio_pad is None:
-        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
-        pad = (img1_shape[1] - img0_shape[1] * gain) / 2, (img1_shape[0] - img0_shape[0] * gain) / 2
+        gain_h = gain_w = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
+        pad = (img1_shape[1] - img0_shape[1] * gain_w) / 2, (img1_shape[0] - img0_shape[0] * gain_h) / 2
     else:
-        gain, pad = ratio_pad[0][0], ratio_pad[1]
+        (gain_h, gain_w), pad = ratio_pad
     boxes[..., [0, 2]] -= pad[0]
     boxes[..., [1, 3]] -= pad[1]
-    boxes[..., :4] /= gain
+    boxes[..., [0, 2]] /= gain_w
+    boxes[..., [1, 3]] /= gain_h
     return clip_boxes(boxes, img0_shape)
 
 

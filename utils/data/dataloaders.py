@@ -30,7 +30,6 @@ from typing import Iterator
 import cv2
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
@@ -39,7 +38,7 @@ from utils import LOGGER
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.data.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_flips, random_perspective
 from utils.data.sources import IMG_FORMATS
-from utils.io.files import find_in_dir, list_files
+from utils.io.files import find_in_dir, list_files, yaml_read
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_VERSION = 1
@@ -94,8 +93,7 @@ def check_dataset(data: str | Path) -> dict:
     ``val`` (``test``), ``names`` as {int: str} and ``nc``. A YAML with a ``generate:`` section has its
     dataset generated on first use; otherwise a missing val path is an error (nothing is downloaded)."""
     yaml_file = resolve_data_yaml(data)
-    with open(yaml_file, encoding="utf-8") as f:
-        d = yaml.safe_load(f)
+    d = yaml_read(yaml_file)
     if not isinstance(d, dict):
         raise ValueError(f"{yaml_file}: expected a mapping with train/val/names, got {type(d).__name__}")
     missing_keys = [k for k in ("train", "val", "names") if k not in d]

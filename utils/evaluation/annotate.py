@@ -1,4 +1,4 @@
-"""Drawing detections on frames (cv2) and cutting them out, for detect.py.
+"""Drawing detections on frames (cv2), cutting them out and counting them, for detect.py and the hub API.
 
 Frames are HWC uint8 BGR numpy arrays (OpenCV's layout), drawn on in place. Boxes are ``xyxy`` pixels of
 that frame.
@@ -57,6 +57,14 @@ class Annotator:
 
     def result(self) -> np.ndarray:
         return self.im
+
+
+def describe(det: np.ndarray, names: dict[int, str]) -> str:
+    """'2 circles, 1 ring' (class counts of ``det`` rows [..., conf, cls]) or '(no detections)'."""
+    if not len(det):
+        return "(no detections)"
+    classes, counts = np.unique(det[:, 5].astype(int), return_counts=True)
+    return ", ".join(f"{n} {names.get(c, str(c))}{'s' * (n > 1)}" for c, n in zip(classes.tolist(), counts.tolist()))
 
 
 def crop_box(xyxy: Sequence[float], im: np.ndarray, gain: float = 1.02, pad: int = 10) -> np.ndarray:

@@ -21,6 +21,7 @@ import importlib
 import os
 import pickle
 import re
+import struct
 import tempfile
 import types
 from collections import OrderedDict
@@ -198,30 +199,55 @@ def load_restricted(path: str | Path, map_location: Any = "cpu") -> Any:
 # ---------------------------------------------------------------------------------------------
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """Our checkpoint (``weights_only=True``) or a YOLOv5 v7.0 ``.pt`` (restricted unpickler) -> our dict
-    shape with ``format`` 'headzoo' or 'yolov5'. Tensors keep their dtype (YOLOv5 files hold FP16)."""
+    shape with ``format`` 'headzoo' or 'yolov5'. Tensors keep their dtype (YOLOv5 files hold FP16). A file
+    that is not a checkpoint (empty, truncated, another format) is one ValueError line naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found (weights are local files: nothing is downloaded)")
+    if path.stat().st_size == 0:
+        raise ValueError(_not_a_checkpoint(path, "the file is empty"))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # pickled classes inside: a foreign checkpoint
-        return _from_yolov5(load_restricted(path, map_location), path)
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {path} is not a readable torch file: {e}") from e
+    except pickle.UnpicklingError:  # pickled classes inside (a foreign checkpoint), or not a pickle at all
+        return _from_yolov5(_load_foreign(path, map_location), path)
+    except _UNREADABLE as e:
+        raise ValueError(_not_a_checkpoint(path, e)) from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise ValueError(f"checkpoint {path} holds {type(ckpt).__name__} without a 'model' state_dict")
+        raise ValueError(_not_a_checkpoint(path, f"it holds a {type(ckpt).__name__} without a 'model' state_dict"))
     ckpt.setdefault("format", "headzoo")
     return ckpt
+
+
+# what torch.load raises on a file that is not a torch.save file (empty, truncated, text, another pickle protocol)
+_UNREADABLE = (EOFError, pickle.UnpicklingError, RuntimeError, KeyError, IndexError, ValueError, UnicodeDecodeError,
+               struct.error)
+
+
+def _not_a_checkpoint(path: Path, why: str | BaseException) -> str:
+    if isinstance(why, BaseException):
+        first = (str(why).strip().splitlines() or [""])[0].split(". ")[0]  # torch's advice sentences dropped
+        why = f"torch.load: {type(why).__name__}" + (f": {first[:160]}" if first else "")
+    return (f"{path} is not a checkpoint ({why}); expected a .pt written by train.py (torch.save of a dict of "
+            f"state_dicts) or a YOLOv5 v7.0 .pt")
+
+
+def _load_foreign(path: Path, map_location: Any) -> Any:
+    try:
+        return load_restricted(path, map_location)
+    except _UNREADABLE as e:
+        raise ValueError(_not_a_checkpoint(path, e)) from e
 
 
 def _from_yolov5(raw: Any, path: Path) -> dict:
     """A restricted-loaded YOLOv5 checkpoint dict -> our dict shape (EMA weights preferred, as YOLOv5)."""
     if not isinstance(raw, dict):
-        raise ValueError(f"checkpoint {path} holds {type(raw).__name__}, not a dict")
+        raise ValueError(_not_a_checkpoint(path, f"it holds a {_kind(raw)}, not a dict"))
     module = raw.get("ema") if raw.get("ema") is not None else raw.get("model")
-    if not isinstance(module, StandIn):
-        raise ValueError(f"checkpoint {path}: 'model'/'ema' holds {type(module).__name__}, neither a state_dict "
-                         "readable with weights_only=True nor a pickled YOLOv5 model")
+    if not _is_module_tree(module):
+        foreign = sorted({v._source for v in raw.values() if isinstance(v, StandIn)})
+        asks = f"; refused: it asks for {', '.join(foreign)}, outside the allow-list (nothing was run)" if foreign else ""
+        raise ValueError(_not_a_checkpoint(path, f"'model'/'ema' holds a {_kind(module)}, neither a state_dict "
+                                                 f"readable with weights_only=True nor a pickled YOLOv5 model{asks}"))
     attrs = module.__dict__
     stride = attrs.get("stride")
     epoch = raw.get("epoch")
@@ -239,6 +265,17 @@ def _from_yolov5(raw: Any, path: Path) -> dict:
         "format": "yolov5",
         "source_class": module._source,
     }
+
+
+def _is_module_tree(obj: Any) -> bool:
+    """A stand-in for a pickled ``nn.Module`` (its state has ``_parameters`` and ``_modules``), not a stand-in
+    for a call such as ``os.system(...)`` or some other object."""
+    return isinstance(obj, StandIn) and isinstance(obj.__dict__.get("_modules"), dict) and \
+        isinstance(obj.__dict__.get("_parameters"), dict)
+
+
+def _kind(obj: Any) -> str:
+    return f"pickled {obj._source}" if isinstance(obj, StandIn) else type(obj).__name__
 
 
 def _plain_or_none(value: Any, where: str) -> Any:

@@ -35,9 +35,31 @@ def latest_run(search_dir: str | Path = "runs", pattern: str = "last.pt") -> Pat
     return max(found, key=os.path.getmtime)
 
 
+def yaml_read(path: str | Path):
+    """The value of a YAML file (any type). A syntax error is one ValueError line: file, line, column, problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ValueError(_yaml_error(path, e)) from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+
+
+def _yaml_error(path: str | Path, e: yaml.YAMLError) -> str:
+    """'file:line:column: invalid YAML: problem (context started on line n)', 1-based as editors count."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and cmark and (not mark or cmark.line != mark.line):
+        context = f"{context} started on line {cmark.line + 1}"
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
 def yaml_load(path: str | Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f)
+    """A YAML file that must hold a mapping (hyp, opt and compare files)."""
+    d = yaml_read(path)
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a YAML mapping, got {type(d).__name__}")
     return d

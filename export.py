@@ -1,8 +1,10 @@
-"""Export a detector to TorchScript and ONNX, then check each file against PyTorch on a real image.
+"""Export a detector to TorchScript, ONNX, OpenVINO and ncnn, then check each against PyTorch on a real image.
 
     python export.py --weights best.pt --include torchscript onnx --imgsz 320
     python export.py --weights best.pt --include onnx --dynamic     # any batch size and input size
+    python export.py --weights best.pt --include openvino ncnn      # pip install openvino / pnnx ncnn first
     python detect.py --weights best.onnx                            # val.py and detect.py run the files
+    python val.py --weights best_openvino_model                     # ... and the folders
 
 Every head exports through the head contract: ``model.set_export(True)`` makes the eval forward return only
 the decoded ``(B, N, 5 + nc)`` tensor with grids built inside the traced graph; nothing here knows the head.
@@ -12,27 +14,38 @@ input shape, ``dynamic`` and ``half`` in their metadata (see models/backends.py)
 ONNX: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``; torch 2.9+ defaults to the
 torch.export-based one, which needs the onnxscript package), opset 17 by default (YOLOv5 master's; v7.0 used
 12): the newest opset every ONNX Runtime since 1.14 runs, and one the legacy exporter fully supports.
+
+OpenVINO (optional package ``openvino``): ``openvino.convert_model`` of the export-mode model, saved as FP32 IR in
+best_openvino_model/ (best.xml, best.bin, metadata.yaml); static or ``--dynamic``.
+ncnn (optional packages ``pnnx`` and ``ncnn``): pnnx converts a TorchScript trace into FP32 best_ncnn_model/
+(model.ncnn.param, model.ncnn.bin, metadata.yaml); batch 1 at a fixed size (ncnn runs one image at a time).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from models.backends import load_backend, load_model
+from models.backends import load_backend, load_model, require
 from models.yolo import DetectionModel
 from utils.data.augmentations import letterbox, round_to_stride
 from utils.torch_utils import LOGGER, select_device
 
 ROOT = Path(__file__).resolve().parent
-FORMATS = {"torchscript": ".torchscript", "onnx": ".onnx"}
+FORMATS = {"torchscript": ".torchscript", "onnx": ".onnx", "openvino": "_openvino_model", "ncnn": "_ncnn_model"}
+PACKAGES = {"onnx": ("onnx",), "openvino": ("openvino",), "ncnn": ("pnnx", "ncnn")}  # what each export imports
+PREFIX = {"torchscript": "TorchScript:", "onnx": "ONNX:", "openvino": "OpenVINO:", "ncnn": "ncnn:"}
 TOLERANCE = 1e-3  # largest |exported - PyTorch| (pixels and probabilities) that passes the FP32 check
 
 
@@ -48,6 +61,14 @@ def check_args(include: list[str], imgsz: list[int], batch_size: int, half: bool
         raise ValueError("--half is not compatible with --dynamic; use one of them")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size} must be >= 1")
+    edge = [f for f in ("openvino", "ncnn") if f in include]
+    if half and edge:
+        raise ValueError(f"--include {' '.join(edge)} exports FP32 only: drop --half")
+    if "ncnn" in include and (dynamic or batch_size != 1):
+        raise ValueError("--include ncnn exports batch 1 at a fixed size: drop --dynamic and use --batch-size 1")
+    for f in include:
+        if f in PACKAGES:
+            require(*PACKAGES[f], purpose=f"--include {f}")
     if len(imgsz) not in (1, 2) or min(imgsz) < 1:
         raise ValueError(f"--imgsz {imgsz}: give one size or two (height width), positive")
     h, w = imgsz[0], imgsz[-1]
@@ -104,6 +125,56 @@ def export_onnx(model: DetectionModel, im: torch.Tensor, file: Path, meta: dict,
         prop.key, prop.value = k, json.dumps(v)
     onnx.save(model_onnx, str(file))
     return file
+
+
+def _write_metadata(folder: Path, meta: dict) -> None:
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+
+
+def export_openvino(model: DetectionModel, im: torch.Tensor, folder: Path, meta: dict, dynamic: bool) -> Path:
+    """``openvino.convert_model`` -> ``folder``/<stem>.xml + .bin (FP32 IR; H, W and batch dynamic with
+    ``dynamic``) and metadata.yaml."""
+    import openvino as ov
+
+    shape = (-1, 3, -1, -1) if dynamic else tuple(im.shape)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated", category=FutureWarning)
+        ov_model = ov.convert_model(model, example_input=im, input=[shape])
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    ov.save_model(ov_model, str(folder / f"{folder.name.removesuffix(FORMATS['openvino'])}.xml"),
+                  compress_to_fp16=False)
+    _write_metadata(folder, meta)
+    return folder
+
+
+def export_ncnn(model: DetectionModel, im: torch.Tensor, folder: Path, meta: dict) -> Path:
+    """pnnx converts a TorchScript trace (at ``im``'s fixed shape, FP32 weights) -> ``folder``/model.ncnn.param,
+    model.ncnn.bin and metadata.yaml; pnnx's other outputs stay in a temporary folder."""
+    import pnnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ts = export_torchscript(model, im, Path(tmp) / "model.torchscript", meta)
+        out = {k: str(Path(tmp) / v) for k, v in {"ncnnparam": "model.ncnn.param", "ncnnbin": "model.ncnn.bin",
+               "ncnnpy": "model_ncnn.py", "pnnxparam": "model.pnnx.param", "pnnxbin": "model.pnnx.bin",
+               "pnnxpy": "model_pnnx.py", "pnnxonnx": "model.pnnx.onnx"}.items()}
+        cmd = [pnnx.EXEC_PATH, str(ts), f"inputshape=[{','.join(map(str, im.shape))}]f32", "fp16=0",
+               *(f"{k}={v}" for k, v in out.items())]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)  # judged below
+        if r.returncode != 0 or not Path(out["ncnnbin"]).is_file():
+            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+            raise ValueError(f"pnnx could not convert the model (exit code {r.returncode}): {' | '.join(tail)}")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for k in ("ncnnparam", "ncnnbin"):
+            shutil.move(out[k], folder / Path(out[k]).name)
+    _write_metadata(folder, meta)
+    return folder
+
+
+def file_size(path: Path) -> int:
+    """Bytes of a file, or of all files in an exported folder."""
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _simplify(model_onnx):
@@ -172,8 +243,8 @@ def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[
     meta = export_metadata(model, tuple(im.shape), dynamic, half)
     results = {}
     for fmt in dict.fromkeys(include):
-        results[fmt] = _export_one(fmt, model, im, weights.with_suffix(FORMATS[fmt]), meta, opset, dynamic,
-                                   simplify, dev, stride)
+        results[fmt] = _export_one(fmt, model, im, weights.with_name(weights.stem + FORMATS[fmt]), meta, opset,
+                                   dynamic, simplify, dev, stride)
     last = list(results.values())[-1][0]
     LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s)\nResults saved to {weights.parent.resolve()}"
                 f"\nDetect:   python detect.py --weights {last}\nValidate: python val.py --weights {last}")
@@ -182,16 +253,21 @@ def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[
 
 def _export_one(fmt: str, model: DetectionModel, im: torch.Tensor, file: Path, meta: dict, opset: int,
                 dynamic: bool, simplify: bool, dev: torch.device, stride: int) -> tuple[Path, float]:
-    prefix = {"torchscript": "TorchScript:", "onnx": "ONNX:"}[fmt]
-    t = time.time()
+    prefix, t = PREFIX[fmt], time.time()
     if fmt == "torchscript":
         LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
         export_torchscript(model, im, file, meta)
-    else:
+    elif fmt == "onnx":
         LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}, opset {opset}...")
         export_onnx(model, im, file, meta, opset, dynamic, simplify)
+    elif fmt == "openvino":
+        LOGGER.info(f"\n{prefix} starting export with openvino {require('openvino', purpose=prefix).__version__}...")
+        export_openvino(model, im, file, meta, dynamic)
+    else:
+        LOGGER.info(f"\n{prefix} starting export with pnnx {require('pnnx', purpose=prefix).__version__}...")
+        export_ncnn(model, im, file, meta)
     LOGGER.info(f"{prefix} export success ✅ {time.time() - t:.1f}s, saved as {file} "
-                f"({file.stat().st_size / 1e6:.1f} MB)")
+                f"({file_size(file) / 1e6:.1f} MB)")
     ims = _check_inputs(im, dynamic, stride)
     diff = verify(file, model, ims, dev)
     shapes = ", ".join(str(tuple(x.shape)) for x in ims)
@@ -211,7 +287,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dynamic", action="store_true", help="dynamic batch size and input size")
     p.add_argument("--simplify", action="store_true", help="ONNX: simplify the model (needs onnxsim)")
     p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
-    p.add_argument("--include", nargs="+", default=["torchscript"], help="torchscript, onnx")
+    p.add_argument("--include", nargs="+", default=["torchscript"],
+                   help=f"one or more of {', '.join(FORMATS)} (openvino needs pip install openvino; ncnn needs "
+                        f"pip install pnnx ncnn)")
     return p.parse_args(argv)
 
 

@@ -3,6 +3,7 @@
     python train.py --cfg yolov5s-decoupled.yaml                       # the built-in shapes dataset
     python train.py --cfg yolov5n.yaml --data my.yaml --weights yolov5n.pt --epochs 50
     python train.py --resume                                           # continue the newest run
+    python train.py --cfg yolov5n.yaml --epochs 10 --evolve 50         # 50 generations of hyp evolution
 
 The loop knows no head: the model hands out its criterion (``model.criterion(hyp)``) and the loss
 names that become the results.csv columns.
@@ -13,6 +14,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from copy import deepcopy
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
 from torch.optim import lr_scheduler
 from tqdm import tqdm
 
@@ -28,12 +32,18 @@ import val as validate
 from models.heads.base import EpochState
 from models.yolo import DetectionModel
 from utils.data.augmentations import round_to_stride
-from utils.data.dataloaders import check_dataset, create_dataloader, label_wh
+from utils.data.dataloaders import (
+    check_dataset,
+    create_dataloader,
+    label_wh,
+    labels_to_class_weights,
+    labels_to_image_weights,
+)
 from utils.evaluation.metrics import fitness
-from utils.evaluation.plots import plot_images, plot_labels, plot_results
+from utils.evaluation.plots import plot_evolve, plot_images, plot_labels, plot_results
 from utils.io.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
-from utils.io.hyp import check_hyp
+from utils.io.hyp import append_evolve_csv, check_hyp, mutate_hyp, read_evolve_csv
 from utils.torch_utils import (
     LOGGER,
     ModelEMA,
@@ -48,6 +58,9 @@ from utils.torch_utils import (
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
 PRECISE_BN_BATCHES = 0  # --precise-bn default: off; it lowered good epochs (bench/README.md, the collapses section)
+MULTI_SCALE = (0.5, 1.5)  # --multi-scale: batch size range as a fraction of imgsz (YOLOv5)
+MULTI_SCALE_TAG, EVOLVE_TAG = 0x4D53, 0x4556  # seed-sequence tags: these draws never share an item's stream
+EVOLVE_PARENTS = 5  # --evolve: the parent is drawn from the best 5 generations, weighted by fitness (YOLOv5)
 
 
 def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
@@ -67,6 +80,14 @@ def bn_batches(dataset, batch_size: int, n: int, seed: int, epoch: int, device: 
     for k in range(0, len(keys), batch_size):
         imgs = dataset.collate_fn([dataset[key] for key in keys[k:k + batch_size]])[0]
         yield imgs.to(device, non_blocking=True).float() / 255
+
+
+def multi_scale_size(imgsz: int, gs: int, seed: int, epoch: int, batch: int) -> int:
+    """--multi-scale: batch ``batch`` of ``epoch`` trains at a size drawn uniformly from [0.5, 1.5] x imgsz and
+    floored to a multiple of the max stride ``gs`` (at least ``gs``), from (seed, epoch, batch) alone."""
+    rng = np.random.default_rng([seed, epoch, batch, MULTI_SCALE_TAG])
+    sz = int(rng.integers(int(imgsz * MULTI_SCALE[0]), int(imgsz * MULTI_SCALE[1]) + gs))
+    return max(sz // gs * gs, gs)
 
 
 class EarlyStopping:
@@ -126,6 +147,7 @@ class Trainer:
         self.loss_names = list(self.criterion.loss_names)
         self.stopper = EarlyStopping(opt.patience)
         self.bn_seconds = 0.0  # precise BN time of the last epoch
+        self.maps = np.zeros(self.nc)  # per-class mAP50-95 of the last validation (--image-weights)
 
     # ------------------------------------------------------------------ set-up
     def _build_model(self) -> DetectionModel:
@@ -212,7 +234,7 @@ class Trainer:
         LOGGER.info(f"precise BN: statistics re-estimated on {n} train batches in {self.bn_seconds:.1f} s")
 
     # ------------------------------------------------------------------ the story of a run
-    def fit(self) -> None:
+    def fit(self) -> validate.ValResult:
         opt = self.opt
         nb = len(self.train_loader)
         self.nw = max(round(self.hyp["warmup_epochs"] * nb), 100) if self.hyp["warmup_epochs"] > 0 else -1
@@ -240,18 +262,41 @@ class Trainer:
                 break
         LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
         self.finish()
+        return results
 
-    def train_epoch(self, epoch: int) -> torch.Tensor:
-        opt, nb = self.opt, len(self.train_loader)
+    def begin_epoch(self, epoch: int) -> None:
+        """Epoch set-up: the loader's epoch, mosaic closing, image weights, the head's epoch-switched behaviour."""
+        opt = self.opt
         self.model.train()
         self.dataset.set_epoch(epoch)
         if opt.close_mosaic and epoch >= opt.epochs - opt.close_mosaic and self.dataset.mosaic:
             LOGGER.info(f"Closing mosaic/mixup for the last {opt.close_mosaic} epochs")
             self.dataset.close_mosaic()
+        if opt.image_weights:
+            self.weight_images()
         state = EpochState(epoch, opt.epochs, mosaic=self.dataset.mosaic)
         self.model.on_epoch(state)  # the head's epoch-switched behaviour (and the EMA copy's, for validation)
         self.ema.ema.on_epoch(state)
         self.criterion.on_epoch(state)
+
+    def weight_images(self) -> None:
+        """--image-weights (YOLOv5): a class weighs its normalised inverse label frequency x (1 - its last
+        mAP50-95)^2, an image the sum over its labels; the sampler draws the epoch's images in proportion to it."""
+        cw = labels_to_class_weights(self.dataset.labels, self.nc) * (1 - self.maps) ** 2  # YOLOv5's x nc / nc cancel
+        self.train_loader.sampler.weights = labels_to_image_weights(self.dataset.labels, self.nc, cw)
+
+    def rescale(self, imgs: torch.Tensor, epoch: int, i: int) -> torch.Tensor:
+        """--multi-scale: the batch resized (bilinear) to ``multi_scale_size``; labels are normalised, unchanged."""
+        sz = multi_scale_size(self.imgsz, self.gs, self.opt.seed, epoch, i)
+        sf = sz / max(imgs.shape[2:])
+        if sf == 1:
+            return imgs
+        ns = [math.ceil(x * sf / self.gs) * self.gs for x in imgs.shape[2:]]
+        return F.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
+        opt, nb = self.opt, len(self.train_loader)
+        self.begin_epoch(epoch)
         mloss = torch.zeros(len(self.loss_names), device=self.device)
         header = ("%11s" * 2 + "%11s" * len(self.loss_names) + "%11s" * 2) % (
             "Epoch", "mem", *self.loss_names, "Instances", "Size")
@@ -261,6 +306,8 @@ class Trainer:
         for i, (imgs, targets, paths, _) in pbar:
             ni = i + nb * epoch
             imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            if opt.multi_scale:
+                imgs = self.rescale(imgs, epoch, i)
             self.warmup(ni, epoch)
             with torch.autocast(self.device.type, enabled=self.amp):
                 targets = targets.to(self.device)
@@ -304,9 +351,11 @@ class Trainer:
         if not run_val:
             return validate.ValResult(0.0, 0.0, 0.0, 0.0, [0.0] * len(self.loss_names), np.zeros(self.nc),
                                       (0.0, 0.0, 0.0))
-        return validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
-                            single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
-                            plots=False, criterion=self.criterion)
+        results = validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
+                               single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
+                               plots=False, criterion=self.criterion)
+        self.maps = np.asarray(results.maps, dtype=float)
+        return results
 
     # ------------------------------------------------------------------ logging and checkpoints
     def csv_header(self) -> list[str]:
@@ -401,13 +450,18 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="EMA ramp-up in optimizer updates (default: sized to the run; YOLOv5: 2000)")
     p.add_argument("--precise-bn", type=int, default=PRECISE_BN_BATCHES,
                    help="train batches to re-estimate BatchNorm statistics on before each validation (0: off)")
+    p.add_argument("--multi-scale", action="store_true", help="vary the batch image size in 0.5-1.5 x imgsz")
+    p.add_argument("--image-weights", action="store_true", help="draw images weighted by their classes' rarity")
+    p.add_argument("--evolve", type=int, nargs="?", const=300, default=None,
+                   help="evolve the hyperparameters for N generations (bare: 300) in runs/evolve/<name>")
     return p.parse_args(argv)
 
 
 # flag: (lowest allowed value, what it is); values below are one-line errors, not a crash or a silent fix-up
 FLAG_RANGES = {"epochs": (1, "epochs to train"), "batch_size": (1, "total batch size"),
                "imgsz": (1, "image size in pixels, rounded up to a multiple of the model's max stride"),
-               "workers": (0, "max dataloader workers, 0 loads in the main process")}
+               "workers": (0, "max dataloader workers, 0 loads in the main process"),
+               "evolve": (1, "generations of hyperparameter evolution")}
 
 
 def check_opt(opt: argparse.Namespace) -> None:
@@ -420,6 +474,8 @@ def check_opt(opt: argparse.Namespace) -> None:
 
 def resolve_opt(opt: argparse.Namespace) -> argparse.Namespace:
     """Apply --resume (the run's own options), check the flags, resolve names, pick the run folder."""
+    if opt.resume and opt.evolve:
+        raise ValueError("--resume and --evolve cannot be combined: re-run the --evolve command to continue it")
     if opt.resume:
         last = latest_run(ROOT / "runs") if opt.resume is True else Path(opt.resume)
         if not last.is_file():
@@ -432,8 +488,80 @@ def resolve_opt(opt: argparse.Namespace) -> argparse.Namespace:
     opt.hyp = str(find_in_dir(opt.hyp, ROOT / "data" / "hyps", "hyperparameter file"))
     if not opt.imgsz:
         opt.imgsz = int(check_dataset(opt.data).get("imgsz", 640))
-    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+    if opt.evolve:  # one folder per --project/--name, re-used so that a re-run continues the evolution
+        project = ROOT / "runs" / "evolve" if opt.project == str(ROOT / "runs" / "train") else Path(opt.project)
+        opt.save_dir = str(project / opt.name)
+    else:
+        opt.save_dir = str(increment_path(Path(opt.project) / opt.name, opt.exist_ok))
     return opt
+
+
+# ------------------------------------------------------------------ hyperparameter evolution (--evolve)
+def evolve(opt: argparse.Namespace) -> None:
+    """YOLOv5's evolution: generation g trains a short run (--noval --nosave) on a mutation of a parent drawn
+    from the best generations so far (the base hyp unmutated for the first), and appends its results and hyp
+    to evolve.csv; hyp_evolve.yaml holds the best generation's hyp, evolve.png each key against fitness.
+    Generations already in evolve.csv are not run again, so re-running the command continues it."""
+    save_dir = Path(opt.save_dir)
+    csv = save_dir / "evolve.csv"
+    base = yaml_load(opt.hyp)
+    done = len(read_evolve_csv(csv)[1])
+    LOGGER.info(f"evolve: {done} of {opt.evolve} generations done in {save_dir}")
+    for gen in range(done, opt.evolve):
+        hyp = evolve_hyp(base, csv, opt.seed, gen)
+        results = train_generation(opt, hyp, save_dir / "generations" / f"gen{gen}")
+        append_evolve_csv(csv, results, {k: v for k, v in hyp.items() if _is_number(v)})
+        header, rows = read_evolve_csv(csv)
+        fits = fitness(rows)
+        write_best_hyp(save_dir / "hyp_evolve.yaml", header, rows, fits, len(results), base)
+        LOGGER.info(f"evolve: generation {gen + 1}/{opt.evolve} fitness {fits[-1]:.5f}, best {fits.max():.5f}")
+    header, rows = read_evolve_csv(csv)
+    plot_evolve(csv, header.index("metrics/mAP_0.5:0.95") + 1 + sum(h.startswith("val/") for h in header),
+                fitness(rows))
+    LOGGER.info(f"evolve: results in {csv}, best hyp in {save_dir / 'hyp_evolve.yaml'}; use it with "
+                f"--hyp {save_dir / 'hyp_evolve.yaml'}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def evolve_hyp(base: dict, csv: Path, seed: int, gen: int) -> dict:
+    """Generation ``gen``'s hyp: ``base`` for the first, else the mutation of a parent drawn from the best
+    EVOLVE_PARENTS rows of ``csv`` with weights fitness - min + 1e-6; every draw from (seed, gen)."""
+    header, rows = read_evolve_csv(csv)
+    if not len(rows):
+        return dict(base)
+    rng = np.random.default_rng([seed, gen, EVOLVE_TAG])
+    fits = fitness(rows)
+    top = np.argsort(-fits)[:EVOLVE_PARENTS]
+    w = fits[top] - fits[top].min() + 1e-6
+    row = rows[top[rng.choice(len(top), p=w / w.sum())]]
+    parent = {k: (float(row[header.index(k)]) if k in header else v) for k, v in base.items()}
+    return mutate_hyp(parent, rng)
+
+
+def train_generation(opt: argparse.Namespace, hyp: dict, save_dir: Path) -> dict[str, float]:
+    """One generation's short run (its folder rebuilt if a killed run left one): final-epoch val results."""
+    shutil.rmtree(save_dir, ignore_errors=True)
+    gopt = argparse.Namespace(**{**vars(opt), "hyp": hyp, "save_dir": str(save_dir), "noval": True, "nosave": True,
+                                 "noplots": True, "evolve": None})
+    trainer = Trainer(gopt)
+    res = trainer.fit()
+    shutil.rmtree(trainer.wdir, ignore_errors=True)  # results.csv stays; the weights are not the product
+    names = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"]
+    return {**dict(zip(names, res.metrics())), **{f"val/{n}_loss": v for n, v in zip(trainer.loss_names, res.losses)}}
+
+
+def write_best_hyp(path: Path, header: list[str], rows: np.ndarray, fits: np.ndarray, n_results: int,
+                   base: dict) -> None:
+    """hyp_evolve.yaml: the fittest generation's hyp (non-numeric keys from ``base``) under a comment header."""
+    best = int(np.argmax(fits))
+    hyp = {k: (float(rows[best, header.index(k)]) if k in header[n_results:] else v) for k, v in base.items()}
+    title = f"# HeadZoo hyperparameter evolution: best of {len(rows)} generations (generation {best}), "
+    lines = [title + f"fitness {fits[best]:.5f}"] + [f"# {k}: {rows[best, j]:.5g}" for j, k in
+                                                     enumerate(header[:n_results])]
+    path.write_text("\n".join(lines) + "\n" + yaml.safe_dump(hyp, sort_keys=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         opt = resolve_opt(opt)
         save_dir = Path(opt.save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
+        if opt.evolve:
+            yaml_save(save_dir / "opt.yaml", vars(opt))
+            evolve(opt)
+            return 0
         trainer = Trainer(opt)
         if not opt.resume:
             yaml_save(save_dir / "hyp.yaml", yaml_load(opt.hyp))

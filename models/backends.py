@@ -4,6 +4,8 @@
     .torchscript  torch.jit module written by export.py (metadata in the ``config.txt`` extra file)
     .onnx         ONNX Runtime session (CPU; CUDA when asked for and available; metadata in metadata_props),
                   with torch's intra-op thread count (``torch.set_num_threads`` / OMP_NUM_THREADS)
+    *_openvino_model/  OpenVINO IR (.xml + .bin) compiled for CPU in FP32 (optional package ``openvino``)
+    *_ncnn_model/      ncnn .param + .bin from pnnx, batch 1, FP32 (optional package ``ncnn``)
 
 Shape shorthand: B batch, H/W input height/width (multiples of the stride), N predictions, nc classes.
 Every backend maps a float image batch ``(B, 3, H, W)`` in [0, 1] to the head contract's decoded layout
@@ -15,25 +17,50 @@ Export metadata (written by export.py, read here): ``stride`` (max stride, int),
 ``shape`` ([B, 3, H, W] traced), ``dynamic`` (any batch and size), ``half``, ``suppressed`` (the outputs are
 final detections: no NMS). ONNX keeps them as
 metadata_props strings (JSON; YOLOv5's Python-dict ``names`` are read too), TorchScript as one JSON
-``config.txt``.
+``config.txt``, the OpenVINO and ncnn folders as ``metadata.yaml`` (YOLOv5's ``<name>.yaml`` beside the .xml is
+read too). The thread budget of every CPU runtime is torch's (``torch.get_num_threads()``).
 """
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+import yaml
 from torch import Tensor
 
 from models.yolo import DetectionModel
 from utils.io.checkpoint import load_checkpoint
 from utils.torch_utils import LOGGER
 
-SUFFIXES = (".pt", ".torchscript", ".onnx")
+SUFFIXES = (".pt", ".torchscript", ".onnx", "_openvino_model", "_ncnn_model")  # files, then folders
+
+
+def require(*modules: str, purpose: str):
+    """Import optional packages -> the last one, or one ValueError line naming every missing one and the pip
+    command."""
+    imported, missing = None, []
+    for name in modules:
+        try:
+            imported = importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        which = (f"package '{missing[0]}', which is" if len(missing) == 1 else
+                 f"packages {', '.join(repr(m) for m in missing)}, which are")
+        raise ValueError(f"{purpose} needs the optional {which} not installed: pip install {' '.join(missing)}")
+    return imported
+
+
+def weights_format(path: Path) -> str | None:
+    """The entry of SUFFIXES that ``path`` has: a file suffix or a folder-name ending; None if none."""
+    return next((s for s in SUFFIXES if path.name.endswith(s) and path.name != s), None)
 
 
 def load_model(weights: str | Path, device: torch.device | str = "cpu", fuse: bool = True) -> DetectionModel:
@@ -51,7 +78,7 @@ class Backend:
     """A loaded detector of any format: ``backend(im) -> (B, N, 5 + nc)`` float32 on ``device``."""
 
     run_fn: Callable[[Tensor], Tensor]  # (batch, 3, H, W) in the backend's dtype -> decoded predictions
-    fmt: str  # 'pytorch' | 'torchscript' | 'onnx'
+    fmt: str  # 'pytorch' | 'torchscript' | 'onnx' | 'openvino' | 'ncnn'
     weights: Path
     device: torch.device
     stride: int  # largest stride: input sizes are multiples of it
@@ -118,15 +145,17 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
     """The backend for ``weights`` by suffix. ``half`` runs a ``.pt`` in FP16 (CUDA only); an exported file
     keeps the precision it was exported with."""
     path, device = Path(weights), torch.device(device)
-    if path.suffix not in SUFFIXES:
-        raise ValueError(f"--weights {weights}: unsupported format '{path.suffix}'; use one of "
+    fmt = weights_format(path)
+    if fmt is None:
+        raise ValueError(f"--weights {weights}: unsupported format '{path.suffix or path.name}'; use one of "
                          f"{', '.join(SUFFIXES)}")
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {weights}: file not found (weights are local files: nothing is "
-                                f"downloaded)")
+    if not (path.is_file() if fmt.startswith(".") else path.is_dir()):
+        raise FileNotFoundError(f"--weights {weights}: {'file' if fmt.startswith('.') else 'folder'} not found "
+                                f"(weights are local files: nothing is downloaded)")
     if half and device.type != "cuda":
         raise ValueError(f"--half needs a CUDA device, got {device}; FP16 inference on CPU is not supported")
-    loader = {".pt": _load_pytorch, ".torchscript": _load_torchscript, ".onnx": _load_onnx}[path.suffix]
+    loader = {".pt": _load_pytorch, ".torchscript": _load_torchscript, ".onnx": _load_onnx,
+              "_openvino_model": _load_openvino, "_ncnn_model": _load_ncnn}[fmt]
     backend = loader(path, device, half, fuse)
     LOGGER.info(f"Loaded {backend.describe()}")
     return backend
@@ -294,4 +323,83 @@ def _load_onnx(path: Path, device: torch.device, half: bool, fuse: bool) -> Back
         return torch.from_numpy(y).to(im.device)
 
     return Backend(run_fn, "onnx", path, device, _meta_stride(meta.get("stride"), where), names, fp16, batch, imgsz,
+                   suppressed=_meta_bool(meta.get("suppressed"), where, "suppressed"))
+
+
+def _folder_meta(path: Path, stem: str) -> dict:
+    """metadata.yaml of an exported folder (ours), else ``<stem>.yaml`` (YOLOv5 v7.0's OpenVINO folder)."""
+    for f in (path / "metadata.yaml", path / f"{stem}.yaml"):
+        if f.is_file():
+            meta = yaml.safe_load(f.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError(f"{f}: metadata must be a mapping, got {type(meta).__name__}")
+            return meta
+    LOGGER.warning(f"WARNING: {path}: no metadata.yaml")
+    return {}
+
+
+def _one_file(path: Path, pattern: str) -> Path:
+    found = sorted(path.glob(pattern))
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one {pattern} file, found {len(found)}: {[f.name for f in found]}")
+    return found[0]
+
+
+def _cpu_only(fmt: str, device: torch.device) -> None:
+    if device.type != "cpu":
+        LOGGER.warning(f"WARNING: the {fmt} backend runs on CPU here; outputs are moved to {device}")
+
+
+def _load_openvino(path: Path, device: torch.device, half: bool, fuse: bool) -> Backend:
+    ov = require("openvino", purpose=f"{path}: running OpenVINO models")
+    xml, where = _one_file(path, "*.xml"), str(path)
+    _cpu_only("openvino", device)
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
+    try:
+        compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
+    except RuntimeError as e:
+        raise ValueError(f"{xml}: OpenVINO cannot load it: {str(e).splitlines()[0]}") from None
+    meta = _folder_meta(path, xml.stem)
+    shape_in, shape_out = compiled.input(0).get_partial_shape(), compiled.output(0).get_partial_shape()
+    batch, imgsz = _onnx_input_shape([d.get_length() if d.is_static else -1 for d in shape_in])
+    nc = shape_out[2].get_length() - 5 if len(shape_out) == 3 and shape_out[2].is_static else None
+    names = _default_names(parse_names(meta.get("names"), where), nc, where)
+    request = compiled.create_infer_request()
+
+    def run_fn(im: Tensor) -> Tensor:
+        y = request.infer({0: im.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.array(y)).to(im.device)  # copy: the request reuses its output buffer
+
+    return Backend(run_fn, "openvino", path, device, _meta_stride(meta.get("stride"), where), names, False, batch,
+                   imgsz, suppressed=_meta_bool(meta.get("suppressed"), where, "suppressed"))
+
+
+def _load_ncnn(path: Path, device: torch.device, half: bool, fuse: bool) -> Backend:
+    ncnn = require("ncnn", purpose=f"{path}: running ncnn models")
+    param, where = _one_file(path, "*.param"), str(path)
+    _cpu_only("ncnn", device)
+    net = ncnn.Net()
+    net.opt.num_threads = torch.get_num_threads()
+    net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False  # FP32, as exported
+    net.opt.use_bf16_storage = False
+    if net.load_param(str(param)) != 0 or net.load_model(str(param.with_suffix(".bin"))) != 0:
+        raise ValueError(f"{path}: ncnn cannot load {param.name} and {param.with_suffix('.bin').name}")
+    meta = _folder_meta(path, param.stem)
+    batch, imgsz = _static_shape(meta.get("shape"), False)
+    if batch not in (None, 1):
+        raise ValueError(f"{where}: metadata shape {meta.get('shape')} has batch {batch}; ncnn runs batch 1")
+    names = _default_names(parse_names(meta.get("names"), where), None, where)
+    in_name, out_name = net.input_names()[0], net.output_names()[0]
+
+    def run_fn(im: Tensor) -> Tensor:  # (1, 3, H, W) -> (1, N, 5 + nc)
+        x = np.ascontiguousarray(im[0].detach().cpu().numpy())  # ncnn.Mat wraps x without a copy: keep x alive
+        ex = net.create_extractor()
+        ex.input(in_name, ncnn.Mat(x))
+        ret, y = ex.extract(out_name)
+        if ret != 0:
+            raise RuntimeError(f"{where}: ncnn extract('{out_name}') failed with code {ret}")
+        return torch.from_numpy(np.array(y))[None].to(im.device)
+
+    return Backend(run_fn, "ncnn", path, device, _meta_stride(meta.get("stride"), where), names, False, 1, imgsz,
                    suppressed=_meta_bool(meta.get("suppressed"), where, "suppressed"))

@@ -1,4 +1,5 @@
-"""Image augmentations of YOLOv5 v7.0: letterbox, mosaic, random perspective, HSV, flips, mixup.
+"""Image augmentations of YOLOv5 v7.0: letterbox, mosaic, random perspective, HSV, flips, mixup and, when the
+package is installed, YOLOv5's light Albumentations pipeline.
 
 Shape shorthand:
     H, W: image height and width in pixels      s: the training image size (mosaic canvas is 2s x 2s)
@@ -13,10 +14,12 @@ Every random draw comes from an explicit ``np.random.Generator`` so a caller tha
 from __future__ import annotations
 
 import math
+import random
 
 import cv2
 import numpy as np
 
+from utils import LOGGER
 from utils.boxes import clip_boxes
 
 FILL = 114  # padding grey of letterbox, mosaic and perspective borders
@@ -242,3 +245,41 @@ def random_flips(
         im = np.fliplr(im)
         labels_xywhn[:, 1] = 1 - labels_xywhn[:, 1]
     return im
+
+
+class Albumentations:
+    """YOLOv5's light pixel-level pipeline (Blur, MedianBlur, ToGray, CLAHE, RandomBrightnessContrast,
+    RandomGamma, ImageCompression quality 75-100, each p=0.01) when ``albumentations`` is installed; a no-op
+    (and one log line) when it is not. No transform moves pixels, so boxes are unchanged. Each call reseeds the
+    pipeline from the item's ``rng``, so the pairing of augmentation draws to (seed, epoch, index) holds."""
+
+    def __init__(self) -> None:
+        self.transform = None
+        try:
+            import albumentations as A  # optional: not in requirements.txt
+        except ImportError:
+            LOGGER.info("albumentations: not installed, its augmentations are off (pip install albumentations)")
+            return
+        major = int(str(getattr(A, "__version__", "1")).split(".")[0])
+        quality = {"quality_range": (75, 100)} if major >= 2 else {"quality_lower": 75}
+        steps = [A.Blur(p=0.01), A.MedianBlur(p=0.01), A.ToGray(p=0.01), A.CLAHE(p=0.01),
+                 A.RandomBrightnessContrast(p=0.01), A.RandomGamma(p=0.01), A.ImageCompression(p=0.01, **quality)]
+        self.transform = A.Compose(steps)
+        LOGGER.info("albumentations: " + ", ".join(f"{type(t).__name__}(p={t.p})" for t in steps))
+
+    def __call__(self, im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``im`` (H, W, 3) uint8 through the pipeline; no draw from ``rng`` when the package is missing."""
+        if self.transform is None:
+            return im
+        seed = int(rng.integers(2**31))
+        if hasattr(self.transform, "set_random_seed"):  # albumentations >= 2
+            self.transform.set_random_seed(seed)
+            return self.transform(image=im)["image"]
+        state = random.getstate(), np.random.get_state()  # 1.x draws from the global RNGs: seed, then restore
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            return self.transform(image=im)["image"]
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])

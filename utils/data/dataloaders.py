@@ -11,7 +11,7 @@ A batch is ``(imgs, targets, paths, shapes)``:
 Label files hold rows ``cls cx cy w h`` normalised (or ``cls x1 y1 x2 y2 ...`` polygons, turned into boxes).
 
 Pairing: every item's random draws come from ``np.random.default_rng([seed, epoch, index])`` and the
-sampler's order from ``[seed, epoch]``, and the sampler hands ``(index, epoch, mosaic_on)`` keys to the
+sampler's order (a permutation, or with ``image_weights`` a weighted draw with replacement) from ``[seed, epoch]``, and the sampler hands ``(index, epoch, mosaic_on)`` keys to the
 workers, so two runs with the same seed see the same images and the same augmentation whatever the
 number of workers, and ``close_mosaic()`` reaches persistent workers at the next epoch.
 """
@@ -36,7 +36,15 @@ from tqdm import tqdm
 
 from utils import LOGGER
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
-from utils.data.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_flips, random_perspective
+from utils.data.augmentations import (
+    Albumentations,
+    augment_hsv,
+    letterbox,
+    mixup,
+    mosaic4,
+    random_flips,
+    random_perspective,
+)
 from utils.data.sources import IMG_FORMATS
 from utils.io.files import find_in_dir, list_files, yaml_read
 
@@ -48,6 +56,7 @@ CLIP_QUIET = 1e-5  # clipping by less than this (rounding of written labels) is 
 MIN_WH = 1e-6  # normalised box side at or below which a box has zero area
 N_EXAMPLES = 3  # examples kept per issue kind
 NUM_THREADS = min(8, os.cpu_count() or 1)
+ALBUMENTATIONS_TAG = 0x414C  # its own seed stream: installing the package shifts no other augmentation draw
 AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
             "flipud", "fliplr", "mosaic", "mixup")
 # issue kind -> (description, True if it makes the image/label pair unusable)
@@ -488,6 +497,7 @@ class LoadImagesAndLabels(Dataset):
         self.im_hw0: list[tuple[int, int] | None] = [None] * self.n
         self.im_hw: list[tuple[int, int] | None] = [None] * self.n
         self.npy_files = [str(Path(f).with_suffix(".npy")) for f in self.im_files]
+        self.albumentations = Albumentations() if augment else None
         if cache:
             self.cache_images(cache, prefix)
 
@@ -602,6 +612,7 @@ class LoadImagesAndLabels(Dataset):
         if nl:
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         if self.augment:
+            img = self.albumentations(img, np.random.default_rng([self.seed, epoch, index, ALBUMENTATIONS_TAG]))
             augment_hsv(img, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rng)
             img = random_flips(img, labels, hyp["flipud"], hyp["fliplr"], rng)
         out = np.zeros((nl, 6), np.float32)
@@ -653,11 +664,13 @@ class LoadImagesAndLabels(Dataset):
 
 class SeededSampler(Sampler):
     """Yields ``(index, epoch, mosaic_on)`` keys: a permutation drawn from (seed, epoch) when shuffling,
-    else 0..n-1. State is read from the main process's dataset at the start of each epoch, so
-    ``set_epoch`` and ``close_mosaic`` reach persistent workers without rebuilding them."""
+    else 0..n-1; with ``weights`` set (n,) (``--image-weights``), n indices drawn with replacement in
+    proportion to them from (seed, epoch). State is read from the main process's dataset at the start of
+    each epoch, so ``set_epoch`` and ``close_mosaic`` reach persistent workers without rebuilding them."""
 
     def __init__(self, dataset: LoadImagesAndLabels, shuffle: bool, seed: int) -> None:
         self.dataset, self.shuffle, self.seed = dataset, shuffle, seed
+        self.weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -667,8 +680,28 @@ class SeededSampler(Sampler):
         epoch, strong = ds.epoch, ds.mosaic
         ds.epoch = epoch + 1
         n = len(ds)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.weights is not None:
+            order = rng.choice(n, size=n, replace=True, p=self.weights / self.weights.sum())
+        else:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
         return iter([(int(i), epoch, strong) for i in order])
+
+
+def labels_to_class_weights(labels: list[np.ndarray], nc: int) -> np.ndarray:
+    """(nc,) inverse class frequencies of the labels (per image (n, 5) ``cls ...``), normalised to sum 1; an
+    absent class counts as one instance (YOLOv5's ``labels_to_class_weights``)."""
+    classes = np.concatenate([lb[:, 0] for lb in labels if len(lb)] or [np.zeros(0)]).astype(int)
+    counts = np.bincount(classes, minlength=nc)[:nc].astype(float)
+    counts[counts == 0] = 1
+    weights = 1 / counts
+    return weights / weights.sum()
+
+
+def labels_to_image_weights(labels: list[np.ndarray], nc: int, class_weights: np.ndarray) -> np.ndarray:
+    """(n,) per image: the sum of ``class_weights`` (nc,) over its labels (0 for a background image)."""
+    counts = np.array([np.bincount(lb[:, 0].astype(int), minlength=nc)[:nc] for lb in labels])  # (n, nc)
+    return (counts * class_weights.reshape(1, nc)).sum(1)
 
 
 def _worker_init(worker_id: int) -> None:

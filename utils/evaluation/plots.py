@@ -160,3 +160,28 @@ def plot_results(csv_file: str | Path) -> Path:
     out = csv_file.with_name("results.png")
     fig.savefig(out, dpi=200)
     return out
+
+
+def plot_evolve(csv_file: str | Path, first_hyp_column: int, fitness_values: np.ndarray) -> Path:
+    """evolve.png beside ``csv_file``: each hyperparameter column (from ``first_hyp_column`` on) against the
+    generations' fitness, the best generation marked with a cross (YOLOv5's evolve plot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    csv_file = Path(csv_file)
+    lines = [ln.split(",") for ln in csv_file.read_text().splitlines() if ln.strip()]
+    keys = [h.strip() for h in lines[0]][first_hyp_column:]
+    data = np.array([[float(v) for v in r] for r in lines[1:]], dtype=float)[:, first_hyp_column:]
+    best = int(np.argmax(fitness_values))
+    ncol = math.ceil(len(keys) ** 0.5)
+    fig = Figure(figsize=(2.5 * ncol, 2.5 * math.ceil(len(keys) / ncol)), tight_layout=True)
+    FigureCanvasAgg(fig)
+    for j, k in enumerate(keys):
+        ax = fig.add_subplot(math.ceil(len(keys) / ncol), ncol, j + 1)
+        ax.scatter(data[:, j], fitness_values, c=fitness_values, cmap="viridis", alpha=0.8, edgecolors="none")
+        ax.plot(data[best, j], fitness_values[best], "k+", markersize=15)
+        ax.set_title(f"{k} = {data[best, j]:.3g}", fontsize=9)
+        ax.tick_params(labelsize=6)
+    out = csv_file.with_name("evolve.png")
+    fig.savefig(out, dpi=120)
+    return out

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import val as validate
 from models.heads.base import EpochState
+from models.tv import is_torchvision_detector, torchvision_to_rows
 from models.yolo import DetectionModel
 from utils.data.augmentations import round_to_stride
 from utils.data.dataloaders import (
@@ -159,6 +160,8 @@ class Trainer:
         model.names = self.names
         if ckpt is not None:
             src = ckpt.get("ema") if ckpt.get("ema") is not None and not opt.resume else ckpt["model"]
+            if ckpt["format"] == "state_dict" and is_torchvision_detector(src):  # fasterrcnn_*.pth: into our rows
+                src = torchvision_to_rows(src, model.model)
             exclude = () if opt.resume else model.head.transfer_exclude(self.hyp, new_cfg=bool(opt.cfg))
             sd, report = transfer_weights(src, ckpt.get("yaml") or {}, model.state_dict(), model.yaml, exclude)
             model.load_state_dict(sd, strict=False)
@@ -166,8 +169,9 @@ class Trainer:
             for line in report.lines():
                 LOGGER.info(line)
         freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
+        built_frozen = model.frozen_parameters()  # e.g. a torchvision trunk's untrained stages
         for k, v in model.named_parameters():
-            v.requires_grad = True
+            v.requires_grad = k not in built_frozen
             if any(k.startswith(f) for f in freeze):
                 LOGGER.info(f"freezing {k}")
                 v.requires_grad = False

@@ -59,6 +59,19 @@ class WeightsReport:
                 f"missing {len(self.missing)}{few(self.missing)}")
 
 
+CHECKPOINT_WEIGHTS = "<checkpoint>"  # a row's weights argument when a checkpoint rebuilds it: pretrained, load nothing
+
+
+def load_row_weights(module: nn.Module, weights: str | Path | None, what: str) -> WeightsReport | None:
+    """A row's ``weights`` argument: None (random initialisation), ``CHECKPOINT_WEIGHTS`` (a checkpoint rebuilding
+    the model brings the tensors: the file named at training time need not exist here) or a local file to load."""
+    if weights is None or weights == CHECKPOINT_WEIGHTS:
+        return None
+    report = load_state_dict_file(module, weights)
+    LOGGER.info(f"{what}: {report.summary()}")
+    return report
+
+
 def load_state_dict_file(module: nn.Module, path: str | Path) -> WeightsReport:
     """Load the tensors of a local state_dict file (e.g. torchvision's ``shufflenetv2_x1-5666bf0f80.pth``) whose
     keys ``module`` has; keys it lacks are skipped and reported. A shape mismatch (another width) is an error."""
@@ -108,9 +121,7 @@ class ShuffleNetV2(nn.Module):
         self.out_channels = list(tv._stage_out_channels[1:4])
         if act == "leaky":
             _replace_relu(self)
-        self.weights_report = load_state_dict_file(self, weights) if weights is not None else None
-        if self.weights_report is not None:
-            LOGGER.info(f"ShuffleNetV2 {width}: {self.weights_report.summary()}")
+        self.weights_report = load_row_weights(self, weights, f"ShuffleNetV2 {width}")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.conv1(x))  # (B, 24, H/4, W/4)

@@ -27,10 +27,11 @@ if __name__ == "__main__" and not __package__:  # run as a script: make the repo
 import torch
 from torch import nn
 
-from models.backbones import GhostPAN, ShuffleNetV2
+from models.backbones import CHECKPOINT_WEIGHTS, GhostPAN, ShuffleNetV2
 from models.common import C3, C3DW, SPP, SPPF, Bottleneck, BottleneckDW, Concat, Conv, DWConv, DWSConv, Focus, Select
 from models.heads import HEADS
 from models.heads.base import Head
+from models.tv import TVFPN, TVTrunk
 from utils import LOGGER
 from utils.io.files import find_in_dir, yaml_read
 from utils.torch_utils import count_params, model_info, profile_module
@@ -54,6 +55,7 @@ class Block:
     channels: str
     repeats_inside: bool = False  # the row's `number` becomes the block's own repeat argument
     own_init: bool = False        # brings its own initialisation or weights: BatchNorm settings left alone
+    weights_arg: int | None = None  # index of its local-weights-file argument in the YAML args (see from_checkpoint)
 
 
 MODULES: dict[str, Block] = {
@@ -76,8 +78,11 @@ MODULES: dict[str, Block] = {
     "nn.Conv2d": Block(nn.Conv2d, EXPLICIT),
     "Select": Block(Select, SELECT),
     # NanoDet-Plus's trunk (torchvision's blocks) and neck, with NanoDet's / torchvision's BatchNorm settings
-    "ShuffleNetV2": Block(ShuffleNetV2, MULTI, own_init=True),
+    "ShuffleNetV2": Block(ShuffleNetV2, MULTI, own_init=True, weights_arg=1),
     "GhostPAN": Block(GhostPAN, MULTI, own_init=True),
+    # torchvision's trunks and FPN (its BackboneWithFPN in two rows), with torchvision's BatchNorm settings
+    "TVTrunk": Block(TVTrunk, MULTI, own_init=True, weights_arg=3),
+    "TVFPN": Block(TVFPN, MULTI, own_init=True),
 }
 ACTIVATIONS = {name: getattr(nn, name) for name in
                ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")}
@@ -376,6 +381,19 @@ def _set_submodule(root: nn.Module, target: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
+def _weights_from_checkpoint(cfg: dict) -> dict:
+    """The model dict with every row's local weights file replaced by ``CHECKPOINT_WEIGHTS``: rebuilt from a
+    checkpoint, a row is built as pretrained (e.g. FrozenBatchNorm2d) but loads nothing -- the file it was trained
+    from need not exist on this machine; the checkpoint's tensors follow."""
+    cfg = deepcopy(cfg)
+    for row in list(cfg.get("backbone") or []) + list(cfg.get("head") or []):
+        block = MODULES.get(row[2]) if isinstance(row, list) and len(row) == 4 and isinstance(row[2], str) else None
+        k = block.weights_arg if block is not None else None
+        if k is not None and isinstance(row[3], list) and len(row[3]) > k and row[3][k] not in (None, "None"):
+            row[3][k] = CHECKPOINT_WEIGHTS
+    return cfg
+
+
 class DetectionModel(nn.Module):
     """A YAML-built detector: backbone and neck rows, then one head row.
 
@@ -409,7 +427,7 @@ class DetectionModel(nn.Module):
         sd = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt.get("model")
         if sd is None or not ckpt.get("yaml"):
             raise ValueError("checkpoint holds no model weights or no model YAML")
-        model = cls(ckpt["yaml"])
+        model = cls(_weights_from_checkpoint(ckpt["yaml"]))
         missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
         if missing or unexpected:
             raise ValueError(f"checkpoint weights do not fit its own YAML: missing {missing[:5]}, "
@@ -538,6 +556,11 @@ class DetectionModel(nn.Module):
         if verbose:
             self.info()
         return self
+
+    def frozen_parameters(self) -> set[str]:
+        """Parameter names a row froze when it was built (``frozen``: a torchvision trunk's untrained stages);
+        train.py keeps them frozen."""
+        return {f"model.{m.i}.{n}" for m in self.model for n in getattr(m, "frozen", ())}
 
     def deploy_params(self) -> int:
         """Parameters of the inference model: all but those of the head's training-only modules."""

@@ -198,8 +198,8 @@ def load_restricted(path: str | Path, map_location: Any = "cpu") -> Any:
 # Loading
 # ---------------------------------------------------------------------------------------------
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Our checkpoint (``weights_only=True``) or a YOLOv5 v7.0 ``.pt`` (restricted unpickler) -> our dict
-    shape with ``format`` 'headzoo' or 'yolov5'. Tensors keep their dtype (YOLOv5 files hold FP16). A file
+    """Our checkpoint (``weights_only=True``), a YOLOv5 v7.0 ``.pt`` (restricted unpickler) or a bare state_dict
+    (a torchvision detector's; no YAML) -> our dict shape with ``format`` 'headzoo', 'yolov5' or 'state_dict'. Tensors keep their dtype (YOLOv5 files hold FP16). A file
     that is not a checkpoint (empty, truncated, another format) is one ValueError line naming it."""
     path = Path(path)
     if not path.is_file():
@@ -212,6 +212,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         return _from_yolov5(_load_foreign(path, map_location), path)
     except _UNREADABLE as e:
         raise ValueError(_not_a_checkpoint(path, e)) from e
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
+        return {"format": "state_dict", "model": ckpt, "yaml": None}  # a bare state_dict (e.g. torchvision's)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise ValueError(_not_a_checkpoint(path, f"it holds a {type(ckpt).__name__} without a 'model' state_dict"))
     ckpt.setdefault("format", "headzoo")

@@ -36,7 +36,7 @@ from utils.torch_utils import select_device, time_sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5n-gfl.yaml", "yolov5s.yaml", "yolov5s-decoupled.yaml",
-                "nanodet-plus-m.yaml"]
+                "nanodet-plus-m.yaml", "faster-rcnn-mnv3-fpn.yaml"]
 MODES = ["eager", "fused", "channels_last", "torchscript", "onnx"]
 EXPORTED = ("torchscript", "onnx")  # modes built per input shape
 

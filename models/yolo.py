@@ -570,7 +570,8 @@ class DetectionModel(nn.Module):
 
     def info(self, imgsz: int = 640) -> dict:
         name = Path(self.yaml_file).stem.replace("yolov5", "YOLOv5") if self.yaml_file != "<dict>" else "Model"
-        info = model_info(self, name, imgsz, ch=self.yaml["ch"], stride=max(int(self.stride.max()), 32))
+        stride = max(int(self.stride.max()), 32) if self.head.area_flops else imgsz
+        info = model_info(self, name, imgsz, ch=self.yaml["ch"], stride=stride)
         info["deploy_parameters"] = self.deploy_params()
         extra = f" (training-only: {', '.join(self.head.train_only)})" if self.head.train_only else ""
         LOGGER.info(f"{name} parameters: {info['parameters']} in training, {info['deploy_parameters']} deployed{extra}")

@@ -88,6 +88,8 @@ class Head(nn.Module):
     train_only: tuple[str, ...] = ()
     hyp_keys: tuple[str, ...] = ()
     aux_from: int | None = None  # first neck row copied for a training-only branch (see attach_neck)
+    area_flops: bool = True  # FLOPs scale with the input area (YOLOv5 measures at the stride and scales); a
+                             # two-stage head's RoI work does not: its model is measured at the size asked for
 
     nc: int
     nl: int

@@ -63,6 +63,7 @@ class FasterRCNNHead(Head):
     needs_targets = True
     suppressed = True
     val_loss = False
+    area_flops = False  # proposals and RoIs are counted per image, not per pixel
 
     def __init__(self, nc: int = 80, anchor_sizes: list | None = None, aspect_ratios: list | None = None,
                  options: dict | None = None, ch: list[int] | tuple[int, ...] = ()):

@@ -233,6 +233,9 @@ def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[
     if weights.suffix != ".pt":
         raise ValueError(f"--weights {weights}: export reads a .pt checkpoint (ours or YOLOv5's)")
     model = _prepare(weights, dev, half)
+    if dynamic and not model.head.dynamic_export:
+        raise ValueError(f"{model.head.type} exports with a fixed batch size and input size only: drop --dynamic "
+                         f"and give --imgsz and --batch-size")
     stride = int(model.stride.max())
     hw = check_args(include, list(imgsz), batch_size, half, dynamic, dev, max(stride, 32))
     im = check_image(batch_size, hw, dev, torch.float16 if half else torch.float32)

@@ -195,3 +195,14 @@ def test_bad_rows_are_one_line_errors():
     cfg["head"][-1][3] = ["nc", None, None, {"rpn_batch": 3}]
     with pytest.raises(ValueError, match="row 2 \\(FasterRCNNHead\\).*unknown option 'rpn_batch'"):
         DetectionModel(cfg)
+
+
+def test_onnx_export_is_static_and_a_dynamic_request_is_refused(tmp_path):
+    import export
+    torch.manual_seed(0)
+    model = DetectionModel(MNV3, nc=3)
+    w = save_checkpoint({"model": model.state_dict(), "ema": None, "yaml": model.yaml,
+                         "names": {0: "a", 1: "b", 2: "c"}}, tmp_path / "frcnn.pt")
+    assert export.main(["--weights", str(w), "--include", "onnx", "--dynamic"]) == 2
+    f, diff = export.run(w, include=["onnx"], imgsz=[96, 64], batch_size=2)["onnx"]
+    assert f.is_file() and diff < 1e-3

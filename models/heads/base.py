@@ -41,7 +41,8 @@ A head is the last row of a model YAML and owns everything specific to its famil
    state_dict key fragments that must not be transferred from a checkpoint (anchors when the cfg or
    the hyp sets new ones).
 8. **Export.** ``export`` is an instance flag: when set, ``decode`` builds its grids inside the traced
-   graph, with no Python-side branching that ONNX cannot trace.
+   graph, with no Python-side branching that ONNX cannot trace. ``dynamic_export = False`` declares that the
+   exported graph holds only the traced batch and size (export.py then refuses ``--dynamic`` in one line).
 
 Label assigners share one result contract, ``utils.assigners.Assignment`` (per prediction the matched
 ground-truth index or -1, and a soft quality target); a head picks its assigner by a YAML argument.
@@ -88,6 +89,7 @@ class Head(nn.Module):
     train_only: tuple[str, ...] = ()
     hyp_keys: tuple[str, ...] = ()
     aux_from: int | None = None  # first neck row copied for a training-only branch (see attach_neck)
+    dynamic_export: bool = True  # exported files may take any batch and size (export.py --dynamic)
     area_flops: bool = True  # FLOPs scale with the input area (YOLOv5 measures at the stride and scales); a
                              # two-stage head's RoI work does not: its model is measured at the size asked for
 

@@ -64,6 +64,7 @@ class FasterRCNNHead(Head):
     suppressed = True
     val_loss = False
     area_flops = False  # proposals and RoIs are counted per image, not per pixel
+    dynamic_export = False  # torchvision's RPN traces the batch's size and count into the graph
 
     def __init__(self, nc: int = 80, anchor_sizes: list | None = None, aspect_ratios: list | None = None,
                  options: dict | None = None, ch: list[int] | tuple[int, ...] = ()):

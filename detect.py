@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from models.backends import Backend, load_backend
+from export import BACKENDS, runtime_backend
+from models.backends import Backend
 from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.data.augmentations import round_to_stride
 from utils.data.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
@@ -244,13 +245,16 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
         nosave: bool = False, classes: list[int] | None = None, agnostic_nms: bool = False,
         project: str | Path = ROOT / "runs" / "detect", name: str = "exp", exist_ok: bool = False,
         line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
-        vid_stride: int = 1, stream_config: StreamConfig | None = None) -> DetectResult:
-    """Detect on ``source`` (see the module docstring) with the model in ``weights`` (.pt, .torchscript, .onnx)."""
+        vid_stride: int = 1, stream_config: StreamConfig | None = None, backend: str = "auto") -> DetectResult:
+    """Detect on ``source`` (see the module docstring) with the model in ``weights`` (.pt, .torchscript, .onnx, ...);
+    ``backend`` runs a .pt on the CPU through a cached ONNX Runtime export ('auto', 'onnxruntime', 'openvino') or
+    as PyTorch ('torch'): export.runtime_backend."""
     dev = select_device(device)
     if half and dev.type != "cuda":
         LOGGER.warning(f"WARNING: --half runs on CUDA only; device is {dev}, running FP32")
         half = False
-    backend = load_backend(weights, dev, half=half)
+    size = [imgsz] if isinstance(imgsz, int) else list(imgsz)
+    backend = runtime_backend(weights, dev, half, backend, tuple((size * 2)[:2]))
     hw = check_imgsz(imgsz, backend)
     nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=_check_classes(classes, backend.names),
                agnostic=agnostic_nms, max_det=max_det)
@@ -312,6 +316,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="how a .pt runs on the CPU: auto (the fastest installed runtime, via a cached export), "
+                        "torch, onnxruntime, openvino")
     return p.parse_args(argv)
 
 

@@ -23,8 +23,11 @@ ncnn (optional packages ``pnnx`` and ``ncnn``): pnnx converts a TorchScript trac
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata as md
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -37,9 +40,10 @@ import numpy as np
 import torch
 import yaml
 
-from models.backends import load_backend, load_model, require
-from models.yolo import DetectionModel
+from models.backends import Backend, load_backend, load_model, require
+from models.yolo import DetectionModel, head_class
 from utils.data.augmentations import letterbox, round_to_stride
+from utils.io.checkpoint import load_checkpoint
 from utils.torch_utils import LOGGER, select_device
 
 ROOT = Path(__file__).resolve().parent
@@ -225,8 +229,9 @@ def _check_inputs(im: torch.Tensor, dynamic: bool, stride: int) -> list[torch.Te
 @torch.no_grad()
 def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[int] = (640, 640),
         batch_size: int = 1, device: str = "cpu", half: bool = False, dynamic: bool = False,
-        simplify: bool = False, opset: int = 17) -> dict[str, tuple[Path, float]]:
-    """Export ``weights`` to each format in ``include`` -> {format: (file, largest difference to PyTorch)}."""
+        simplify: bool = False, opset: int = 17, out: Path | None = None) -> dict[str, tuple[Path, float]]:
+    """Export ``weights`` to each format in ``include`` -> {format: (file, largest difference to PyTorch)}; the
+    files go beside ``weights`` (``best.onnx``), or to ``out`` when one format is asked for (the runtime cache)."""
     t0 = time.time()
     weights, dev = Path(weights), select_device(device)
     include = [f.lower() for f in include]
@@ -246,8 +251,8 @@ def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[
     meta = export_metadata(model, tuple(im.shape), dynamic, half)
     results = {}
     for fmt in dict.fromkeys(include):
-        results[fmt] = _export_one(fmt, model, im, weights.with_name(weights.stem + FORMATS[fmt]), meta, opset,
-                                   dynamic, simplify, dev, stride)
+        file = Path(out) if out is not None and len(include) == 1 else weights.with_name(weights.stem + FORMATS[fmt])
+        results[fmt] = _export_one(fmt, model, im, file, meta, opset, dynamic, simplify, dev, stride)
     last = list(results.values())[-1][0]
     LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s)\nResults saved to {weights.parent.resolve()}"
                 f"\nDetect:   python detect.py --weights {last}\nValidate: python val.py --weights {last}")
@@ -277,6 +282,77 @@ def _export_one(fmt: str, model: DetectionModel, im: torch.Tensor, file: Path, m
     LOGGER.info(f"{prefix} check on a real image at {shapes}: largest |exported - PyTorch| = {diff:.3g}")
     if diff > TOLERANCE * (10 if meta["half"] else 1):
         LOGGER.warning(f"WARNING: {prefix} {file} differs from PyTorch by {diff:.3g} (> {TOLERANCE:g})")
+    return file, diff
+
+
+# ------------------------------------------------------------------ the runtime cache (detect.py / val.py --backend)
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+CPU_RUNTIMES = ("onnxruntime", "openvino")  # --backend auto on a CPU, fastest first (bench/README.md: edge exports)
+RUNTIME_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
+CACHE_ENV = "HEADZOO_RUNTIME_CACHE"  # folder of cached exports; default: .runtime_cache/ beside the weights
+
+
+def runtime_backend(weights: str | Path, device: torch.device, half: bool = False, backend: str = "auto",
+                    imgsz: tuple[int, int] = (640, 640)) -> Backend:
+    """The inference backend for ``weights``: a ``.pt`` on a CPU runs through a cached ONNX Runtime (or OpenVINO)
+    export unless ``backend`` is 'torch'; exported files and CUDA run as they are. 'auto' takes the first
+    installed of CPU_RUNTIMES and says which; an export that does not match PyTorch falls back to PyTorch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    path, device = Path(weights), torch.device(device)
+    if backend == "torch" or path.suffix != ".pt" or (backend == "auto" and (device.type != "cpu" or half)):
+        if backend not in ("auto", "torch"):
+            LOGGER.info(f"--backend {backend}: {path} is not a .pt checkpoint, it runs as it is")
+        return load_backend(path, device, half=half)
+    if device.type != "cpu" or half:
+        raise ValueError(f"--backend {backend} runs FP32 on the CPU; use --backend torch for {device}"
+                         + (" with --half" if half else ""))
+    runtime = next((r for r in ((backend,) if backend != "auto" else CPU_RUNTIMES) if _installed(r)), None)
+    if runtime is None:
+        if backend != "auto":
+            require(backend, purpose=f"--backend {backend}")
+        LOGGER.info("--backend auto: no CPU runtime installed (pip install onnxruntime), running PyTorch")
+        return load_backend(path, device)
+    file, diff = cached_export(path, runtime, imgsz)
+    if diff > TOLERANCE:
+        LOGGER.warning(f"WARNING: --backend {backend}: the {runtime} export differs from PyTorch by {diff:.3g}; "
+                       f"running PyTorch instead")
+        return load_backend(path, device)
+    LOGGER.info(f"--backend {backend}: {runtime} ({file})")
+    return load_backend(file, device)
+
+
+def _installed(runtime: str) -> bool:
+    try:
+        require(runtime, purpose=runtime)
+        return True
+    except ValueError:
+        return False
+
+
+def cached_export(weights: Path, runtime: str, imgsz: tuple[int, int]) -> tuple[Path, float]:
+    """The export of ``weights`` for ``runtime``, made once and reused -> (file, its difference to PyTorch).
+
+    The key: the checkpoint's SHA-256, the versions of torch and the runtime, and for a head that exports only
+    static graphs the input size; a change in any makes a new file. Dynamic (any batch and size) where the head
+    allows it."""
+    ckpt = load_checkpoint(weights)
+    dynamic = head_class(ckpt["yaml"]).dynamic_export if ckpt.get("yaml") else True
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    version = md.version("onnxruntime" if runtime == "onnxruntime" else runtime)
+    size = "dynamic" if dynamic else f"{imgsz[0]}x{imgsz[1]}"
+    fmt = RUNTIME_FORMAT[runtime]
+    folder = Path(os.environ.get(CACHE_ENV) or weights.parent / ".runtime_cache")
+    file = folder / f"{weights.stem}-{digest}-{size}-torch{torch.__version__.split('+')[0]}-{runtime}{version}" \
+                    f"{FORMATS[fmt]}"
+    record = file.with_name(file.name + ".json")
+    if file.exists() and record.is_file():
+        return file, float(json.loads(record.read_text())["diff"])
+    folder.mkdir(parents=True, exist_ok=True)
+    LOGGER.info(f"--backend: exporting {weights} for {runtime} once (cached in {folder})")
+    shutil.rmtree(file, ignore_errors=True) if file.is_dir() else file.unlink(missing_ok=True)
+    _, diff = run(weights, include=[fmt], imgsz=list(imgsz), dynamic=dynamic, out=file)[fmt]
+    record.write_text(json.dumps({"weights": str(weights), "sha256": digest, "diff": diff}))
     return file, diff
 
 

@@ -1,0 +1,77 @@
+"""detect.py / val.py ``--backend``: a .pt on the CPU runs through a cached ONNX Runtime (or OpenVINO) export
+(export.runtime_backend, export.cached_export), with the same detections as PyTorch."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import pytest
+import torch
+
+import export
+from models.yolo import DetectionModel
+from utils.boxes import postprocess
+from utils.io.checkpoint import save_checkpoint
+
+NAMES = {0: "circle", 1: "square", 2: "triangle"}
+
+
+def _checkpoint(path, cfg="yolov5n.yaml", seed=0):
+    torch.manual_seed(seed)
+    m = DetectionModel(cfg, nc=3)
+    return save_checkpoint({"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": NAMES}, path)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(export.CACHE_ENV, str(folder))
+    return folder
+
+
+def test_auto_runs_a_pt_through_a_cached_onnx_export(tmp_path, cache, caplog):
+    w = _checkpoint(tmp_path / "best.pt")
+    with caplog.at_level(logging.INFO, logger="headzoo"):
+        b = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(96, 96))
+    assert b.fmt == "onnx" and b.dynamic and b.weights.parent == cache
+    assert "--backend auto: onnxruntime" in caplog.text
+    files = sorted(p.name for p in cache.iterdir())
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="headzoo"):
+        again = export.runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
+    assert again.weights == b.weights and "exporting" not in caplog.text  # reused: one export, any size
+    assert sorted(p.name for p in cache.iterdir()) == files
+    im = torch.rand(2, 3, 96, 128)
+    ref = export.runtime_backend(w, torch.device("cpu"), backend="torch")
+    assert ref.fmt == "pytorch"
+    got, want = b(im), ref(im)
+    assert (got - want).abs().max() < export.TOLERANCE
+    a, r = postprocess(got, False, 0.001), postprocess(want, False, 0.001)
+    assert all(x.shape == y.shape for x, y in zip(a, r))
+
+
+def test_a_changed_checkpoint_gets_a_new_export(tmp_path, cache):
+    w = _checkpoint(tmp_path / "best.pt")
+    first = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64)).weights
+    _checkpoint(w, seed=1)  # retrained: same name, other bytes
+    second = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64)).weights
+    assert first != second and first.exists() and second.exists()
+
+
+def test_static_heads_are_cached_per_size(tmp_path, cache):
+    w = _checkpoint(tmp_path / "frcnn.pt", "faster-rcnn-mnv3-fpn.yaml")
+    f, _ = export.cached_export(w, "onnxruntime", (64, 64))
+    assert "-64x64-" in f.name
+
+
+def test_exported_files_and_bad_choices(tmp_path, cache):
+    w = _checkpoint(tmp_path / "best.pt")
+    onnx_file, _ = export.cached_export(w, "onnxruntime", (64, 64))
+    assert export.runtime_backend(onnx_file, torch.device("cpu"), backend="auto").fmt == "onnx"
+    with pytest.raises(ValueError, match="--backend 'tensorrt' is not one of auto, torch, onnxruntime, openvino"):
+        export.runtime_backend(w, torch.device("cpu"), backend="tensorrt")
+    if importlib.util.find_spec("openvino") is None:
+        with pytest.raises(ValueError, match="pip install openvino"):
+            export.runtime_backend(w, torch.device("cpu"), backend="openvino")
+    else:
+        assert export.runtime_backend(w, torch.device("cpu"), backend="openvino", imgsz=(64, 64)).fmt == "openvino"

@@ -206,8 +206,20 @@ def verify(file: Path, model: DetectionModel, ims: list[torch.Tensor], device: t
             if got.shape != ref.shape:
                 raise ValueError(f"{file}: output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} "
                                  f"for input {tuple(im.shape)}")
+            if model.suppressed:  # final detections: the same set in any order (near-tied scores may swap)
+                got, ref = _canonical(got), _canonical(ref)
             diff = max(diff, float((got - ref).abs().max()))
     return diff
+
+
+def _canonical(y: torch.Tensor) -> torch.Tensor:
+    """Rows of each image of a suppressed output ``(B, K, 5 + nc)`` in one order: by score (to 1e-3), then box."""
+    out = []
+    for rows in y.float().cpu():
+        keys = np.round(rows[:, 5:].amax(1).numpy() * rows[:, 4].numpy(), 3)
+        order = np.lexsort((*rows[:, :4].numpy().T[::-1], -keys))
+        out.append(rows[torch.from_numpy(order)])
+    return torch.stack(out)
 
 
 def _prepare(weights: str | Path, device: torch.device, half: bool) -> DetectionModel:

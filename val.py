@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.backends import Backend, load_backend
+from export import BACKENDS, runtime_backend
+from models.backends import Backend
 from utils.boxes import postprocess, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.data.dataloaders import check_dataset, create_dataloader
 from utils.evaluation.coco import CocoResults, coco_eval
@@ -101,8 +102,9 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         workers: int = 8, single_cls: bool = False, verbose: bool = False, save_txt: bool = False,
         save_conf: bool = False, save_json: bool = False, project: str | Path = ROOT / "runs" / "val",
         name: str = "exp", exist_ok: bool = False, half: bool = False, model=None, dataloader=None,
-        save_dir: Path | None = None, plots: bool = True, criterion=None) -> ValResult:
-    """Validate ``model`` (from train.py) or the model in ``weights`` on ``data``'s val/test split."""
+        save_dir: Path | None = None, plots: bool = True, criterion=None, backend: str = "auto") -> ValResult:
+    """Validate ``model`` (from train.py) or the model in ``weights`` on ``data``'s val/test split; ``backend``:
+    how a .pt runs on the CPU (export.runtime_backend: a cached ONNX Runtime export by default, or 'torch')."""
     training = model is not None
     data = data if isinstance(data, dict) else check_dataset(data)
     if training:
@@ -112,7 +114,8 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         model.eval()
     else:
         dev = select_device(device, batch_size)
-        model = load_backend(weights, dev, half=half and dev.type == "cuda")  # .pt, .torchscript or .onnx
+        size = imgsz or data.get("imgsz", 640)
+        model = runtime_backend(weights, dev, half and dev.type == "cuda", backend, (size, size))
         half = model.fp16
         save_dir, imgsz, dataloader = _standalone_setup(model, data, weights, batch_size, imgsz, task, workers,
                                                         single_cls, save_txt, Path(project) / name, exist_ok)
@@ -283,6 +286,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="how a .pt runs on the CPU: auto (the fastest installed runtime, via a cached export), "
+                        "torch, onnxruntime, openvino")
     return p.parse_args(argv)
 
 

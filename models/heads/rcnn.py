@@ -94,7 +94,7 @@ class FasterRCNNHead(Head):
         self.register_buffer("stride", torch.zeros(self.roi_levels), persistent=False)
         self.level_strides: list[float] = []
         self.export = False
-        self._warned_boxes = 0
+        self._dropped_boxes = 0
 
     @staticmethod
     def _options(options: dict | None) -> dict:
@@ -130,9 +130,9 @@ class FasterRCNNHead(Head):
         boxes = box_convert(targets[:, 2:6] * targets.new_tensor([w, h, w, h]), "cxcywh", "xyxy")
         ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         if not bool(ok.all()):
-            self._warned_boxes += int((~ok).sum())
+            self._dropped_boxes += int((~ok).sum())
             LOGGER.warning(f"FasterRCNNHead: dropped {int((~ok).sum())} zero-area target boxes "
-                           f"({self._warned_boxes} so far)")
+                           f"({self._dropped_boxes} so far)")
         image, labels = targets[:, 0].long(), targets[:, 1].long() + 1
         return [{"boxes": boxes[ok & (image == i)], "labels": labels[ok & (image == i)]} for i in range(batch)]
 

@@ -4,6 +4,7 @@
     python compare.py --cfg yolov5n.yaml yolov5n-decoupled.yaml --data my.yaml --imgsz 320 --seeds 2 [train.py flags]
     python compare.py --resume              # finish the newest runs/compare/exp*: skip done runs, resume the rest
     python compare.py --cfg ... --jobs 2    # train 2 runs at once, each in its own process (CPU: 1 thread each)
+    python compare.py --cfg ... --device 0,1,2,3   # 4 runs at once, one per GPU
     python compare.py --cfg yolov5n-decoupled.yaml 'yolov5n-decoupled.yaml --precise-bn 0'   # an arm's own flags
 
 Every arm is trained by train.py's Trainer with the same data, hyp, schedule and image size: any flag of train.py
@@ -16,7 +17,8 @@ per epoch, a hash of each epoch's first batch). A re-run with ``--name expN --ex
 finished runs and resumes interrupted ones from their last.pt. With ``--jobs N`` up to N runs train at once, each in
 its own process with cpu_count // N torch threads and its output in ``<run>/train.log``: small models use CPU cores
 poorly, so on a 2-core CPU two one-thread runs finish a comparison ~1.3x sooner than one two-thread run at a time
-(the report's train seconds per epoch are then those of a shared machine).
+(the report's train seconds per epoch are then those of a shared machine). With ``--device 0,1,2,3`` (several GPUs)
+the runs are spread over the GPUs: max(--jobs, number of GPUs) at once, each run on one GPU, the least busy.
 
 The report (report.md, report.csv, map_vs_epoch.png, loss_curves.png, speed_accuracy.png in the exp folder) has,
 per cfg, parameters and GFLOPs (thop at the run's imgsz, unfused), latency (batch 1, fused, median), train seconds
@@ -133,7 +135,7 @@ def setup_experiment(opt: argparse.Namespace, train_args: list[str]) -> tuple[Pa
             "recipe": train_recipe(train_args)}
     old = exp / "compare.yaml"
     if old.is_file():
-        before = yaml_load(old).get("recipe", {})
+        before = {**train_recipe([]), **yaml_load(old).get("recipe", {})}  # a flag added since: its default then
         diff = sorted(k for k in set(before) | set(plan["recipe"]) if before.get(k) != plan["recipe"].get(k))
         if diff:
             changes = "; ".join(f"{k}: {before.get(k)!r} then, {plan['recipe'].get(k)!r} now" for k in diff)
@@ -253,8 +255,20 @@ def run_dir(exp: Path, cfg: str, seed: int) -> Path:
     return exp / arm_name(cfg) / f"seed{seed}"
 
 
-def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str) -> None:
-    """Train one arm x seed in this process, as train.py's main would (new run, or --resume of its last.pt)."""
+def gpu_list(device: str) -> list[str]:
+    """The CUDA indices of a --device that lists several (``'0,1,2,3'`` -> ``['0', '1', '2', '3']``), else []."""
+    ids = [x.strip() for x in str(device).lower().replace("cuda:", "").split(",") if x.strip()]
+    return ids if len(ids) > 1 and all(x.isdigit() for x in ids) else []
+
+
+def least_busy(gpus: list[str], busy: list[str]) -> str:
+    """The GPU of ``gpus`` with the fewest runs in ``busy`` (the GPUs of the running runs), the first on a tie."""
+    return min(gpus, key=busy.count)
+
+
+def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, device: str | None = None) -> None:
+    """Train one arm x seed in this process, as train.py's main would (new run, or --resume of its last.pt);
+    ``device`` (one GPU) replaces a --device that lists several."""
     run = run_dir(exp, cfg, seed)
     if state == "interrupted":
         opt = train.resolve_opt(train.parse_opt([*train_args, "--resume", str(run / "weights" / "last.pt")]))
@@ -268,6 +282,8 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str)
         args = [*train_args, *arm_flags, "--cfg", model_cfg, "--seed", str(seed), "--project", str(run.parent), "--name", run.name,
                 "--exist-ok"]
         opt = train.resolve_opt(train.parse_opt(args))
+    if device is not None and gpu_list(opt.device):
+        opt.device = device
     Path(opt.save_dir).mkdir(parents=True, exist_ok=True)
     trainer = RecordingTrainer(opt)
     if state != "interrupted":
@@ -280,7 +296,8 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str)
 
 def train_all(exp: Path, plan: dict, jobs: int = 1) -> None:
     """Every cfg x seed, seed-major (all arms of seed 0 first, so an early stop leaves complete pairs); with
-    ``jobs`` > 1, that many at once in worker processes."""
+    ``jobs`` > 1, that many at once in worker processes; with a --device listing several GPUs, at least one run
+    per GPU at once, each on one."""
     epochs = int(plan["recipe"]["epochs"])
     order = [(seed, cfg) for seed in range(int(plan["seeds"])) for cfg in plan["cfg"]]
     todo = []  # (tag, cfg, seed, state) of the runs left to train
@@ -292,19 +309,22 @@ def train_all(exp: Path, plan: dict, jobs: int = 1) -> None:
             LOGGER.info(f"{tag}: skipping finished run {run}")
         else:
             todo.append((tag, cfg, seed, state))
+    gpus = gpu_list(plan["recipe"].get("device", ""))
+    jobs = max(jobs, len(gpus))
     if jobs > 1 and len(todo) > 1:
-        train_in_workers(exp, plan["train_args"], todo, jobs)
+        train_in_workers(exp, plan["train_args"], todo, jobs, gpus)
         return
     for tag, cfg, seed, state in todo:
         LOGGER.info(f"\n{'=' * 30} {tag}: {VERB[state]} -> {run_dir(exp, cfg, seed)}")
-        train_run(exp, cfg, seed, plan["train_args"], state)
+        train_run(exp, cfg, seed, plan["train_args"], state, gpus[0] if gpus else None)
 
 
 class RunsFailed(RuntimeError):
     """Runs trained in worker processes failed; each run's train.log has its traceback."""
 
 
-def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, threads: int) -> None:
+def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, threads: int,
+                  device: str | None = None) -> None:
     """train_run in a worker process with ``threads`` torch threads, everything it prints (logging, tqdm,
     warnings, a traceback) appended to the run's train.log."""
     log = run_dir(exp, cfg, seed) / "train.log"
@@ -314,7 +334,7 @@ def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: 
     os.dup2(f.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     torch.set_num_threads(threads)
-    train_run(exp, cfg, seed, train_args, state)
+    train_run(exp, cfg, seed, train_args, state, device)
 
 
 def _last_line(path: Path) -> str:
@@ -322,10 +342,10 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: int) -> None:
+def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: int, gpus: list[str] = ()) -> None:
     """Train ``todo`` in order, ``jobs`` at a time, one spawned process per run (no CUDA or thread state is
-    forked). A failed run is reported with its log once the others are done. Ctrl-C stops the running
-    runs (their last.pt stays resumable) and starts no new one."""
+    forked), each on the least busy of ``gpus`` when given. A failed run is reported with its log once the others
+    are done. Ctrl-C stops the running runs (their last.pt stays resumable) and starts no new one."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     LOGGER.info(f"training {len(todo)} runs, {jobs} at a time, {threads} torch thread(s) each; each run's output "
                 f"goes to its train.log")
@@ -336,13 +356,14 @@ def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: 
             while pending and len(running) < jobs:
                 tag, cfg, seed, state = pending.pop(0)
                 run = run_dir(exp, cfg, seed)
-                LOGGER.info(f"{tag}: {VERB[state]} -> {run}")
-                proc = ctx.Process(target=_train_logged, args=(exp, cfg, seed, train_args, state, threads))
+                gpu = least_busy(gpus, [g for _, _, g in running.values()]) if gpus else None
+                LOGGER.info(f"{tag}: {VERB[state]} -> {run}" + (f" on GPU {gpu}" if gpu is not None else ""))
+                proc = ctx.Process(target=_train_logged, args=(exp, cfg, seed, train_args, state, threads, gpu))
                 proc.start()
-                running[proc] = (tag, run)
+                running[proc] = (tag, run, gpu)
             multiprocessing.connection.wait([proc.sentinel for proc in running])
             for proc in [proc for proc in running if proc.exitcode is not None]:
-                tag, run = running.pop(proc)
+                tag, run, _ = running.pop(proc)
                 if proc.exitcode:
                     failed.append(f"{tag}: exit code {proc.exitcode}, {_last_line(run / 'train.log')} "
                                   f"(see {run / 'train.log'})")

@@ -4,6 +4,7 @@
     python train.py --cfg yolov5n.yaml --data my.yaml --weights yolov5n.pt --epochs 50
     python train.py --resume                                           # continue the newest run
     python train.py --cfg yolov5n.yaml --epochs 10 --evolve 50         # 50 generations of hyp evolution
+    torchrun --nproc_per_node 4 train.py --cfg yolov5s.yaml --batch-size 64 --device 0,1,2,3   # DDP, 16 per GPU
 
 The loop knows no head: the model hands out its criterion (``model.criterion(hyp)``) and the loss
 names that become the results.csv columns.
@@ -17,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import lr_scheduler
 from tqdm import tqdm
 
@@ -45,13 +48,20 @@ from utils.evaluation.plots import plot_evolve, plot_images, plot_labels, plot_r
 from utils.io.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
 from utils.io.hyp import append_evolve_csv, check_hyp, mutate_hyp, read_evolve_csv
+from utils.io.tensorboard import TensorBoardLogger
 from utils.torch_utils import (
     LOGGER,
+    DistContext,
     ModelEMA,
+    broadcast_object,
+    dist_backend,
     ema_schedule,
     has_batchnorm,
+    init_distributed,
     init_seeds,
+    main_process_first,
     precise_bn,
+    reduce_mean,
     select_device,
     smart_optimizer,
 )
@@ -109,19 +119,27 @@ class EarlyStopping:
 
 
 class Trainer:
-    """One training run: set up, then epochs of (train, validate, log, save), then a final validation."""
+    """One training run: set up, then epochs of (train, validate, log, save), then a final validation.
+
+    Under torchrun (DDP) every rank trains on its share of each batch; rank 0 alone writes the run folder,
+    logs, validates, plots, saves and keeps the EMA (from its model, whose weights DDP keeps equal on every
+    rank), and its end-of-epoch decisions (early stop, the per-class mAPs --image-weights reads) go to all."""
 
     def __init__(self, opt: argparse.Namespace):
         self.opt = opt
+        self.dist = DistContext.current()  # rank 0 of 1 unless launched by torchrun
+        self.main = self.dist.main
         self.save_dir = Path(opt.save_dir)
         self.wdir = self.save_dir / "weights"
-        self.wdir.mkdir(parents=True, exist_ok=True)
+        if self.main:
+            self.wdir.mkdir(parents=True, exist_ok=True)
         self.csv = self.save_dir / "results.csv"
-        self.device = select_device(opt.device, opt.batch_size)
+        self.device = select_device(opt.device, opt.batch_size, self.dist.local_rank, self.dist.local_world_size)
         self.amp = self.device.type == "cuda"
         self.hyp = yaml_load(opt.hyp) if isinstance(opt.hyp, (str, Path)) else dict(opt.hyp)
         init_seeds(opt.seed, deterministic=True)
-        self.data = check_dataset(opt.data)
+        with main_process_first(self.dist):  # the first use of a generated dataset writes it
+            self.data = check_dataset(opt.data)
         self.nc = 1 if opt.single_cls else int(self.data["nc"])
         self.names = {0: "item"} if opt.single_cls else dict(self.data["names"])
         self.ckpt = load_checkpoint(opt.weights) if opt.weights else None
@@ -144,7 +162,9 @@ class Trainer:
             self._restore_training_state()
         self._build_loaders()
         self._size_ema()
+        self.net = self._wrap()  # what batches go through: the model, or the model in DDP
         self.criterion = self.model.criterion(self.hyp, self.imgsz, opt.label_smoothing)
+        self.tb = TensorBoardLogger(self.save_dir, enabled=self.main)
         self.loss_names = list(self.criterion.loss_names)
         self.stopper = EarlyStopping(opt.patience)
         self.bn_seconds = 0.0  # precise BN time of the last epoch
@@ -189,21 +209,28 @@ class Trainer:
             self.ema.updates = int(ckpt.get("updates") or 0)
         self.start_epoch = int(ckpt["epoch"]) + 1
         LOGGER.info(f"Resuming training from {self.opt.weights} at epoch {self.start_epoch} of {self.opt.epochs}")
-        self._truncate_csv(self.start_epoch)
+        if self.main:
+            self._truncate_csv(self.start_epoch)
 
     def _build_loaders(self) -> None:
-        opt, hyp = self.opt, self.hyp
-        workers = min(opt.workers, opt.batch_size, os.cpu_count() or 1)
-        self.train_loader, self.dataset = create_dataloader(
-            self.data["train"], self.imgsz, opt.batch_size, self.gs, hyp=hyp, augment=True, cache=opt.cache,
-            rect=opt.rect, workers=workers, shuffle=True, single_cls=opt.single_cls, seed=opt.seed,
-            prefix="train: ", names=self.data["names"])
+        """The train loader (this rank's share of each batch), and on rank 0 the val loader, the labels plot and
+        AutoAnchor (its anchors reach the other ranks when DDP wraps the model)."""
+        opt, hyp, ddp = self.opt, self.hyp, self.dist
+        cpus = max((os.cpu_count() or 1) // ddp.local_world_size, 1)  # a node's cores are shared by its processes
+        workers = min(opt.workers, opt.batch_size // ddp.world_size, cpus)
+        with main_process_first(ddp):  # rank 0 writes the label cache, the others read it
+            self.train_loader, self.dataset = create_dataloader(
+                self.data["train"], self.imgsz, opt.batch_size, self.gs, hyp=hyp, augment=True, cache=opt.cache,
+                rect=opt.rect, workers=workers, shuffle=True, single_cls=opt.single_cls, seed=opt.seed,
+                prefix="train: ", names=self.data["names"], rank=ddp.rank, world_size=ddp.world_size)
         labels = np.concatenate([lb for lb in self.dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
         if len(labels) == 0:
             raise ValueError(f"no labels found in {self.data['train']}: training needs labelled images")
         if labels[:, 0].max() >= self.nc:
             raise ValueError(f"label class {int(labels[:, 0].max())} exceeds nc={self.nc} in {opt.data}; "
                              f"classes are 0 to {self.nc - 1}")
+        if not self.main:
+            return
         self.val_loader = create_dataloader(self.data["val"], self.imgsz, opt.batch_size * 2, self.gs, hyp=hyp,
                                             cache=None if opt.noval else opt.cache, rect=True, pad=0.5,
                                             workers=workers, single_cls=opt.single_cls, prefix="val: ",
@@ -223,6 +250,22 @@ class Trainer:
                     f"{self.opt.epochs} epochs); precise BN: {self.opt.precise_bn} train batches before each "
                     f"validation")
 
+    def _wrap(self) -> torch.nn.Module:
+        """The model in DistributedDataParallel under torchrun (its constructor broadcasts rank 0's weights and
+        buffers, AutoAnchor's anchors included); with --sync-bn its BatchNorms become SyncBatchNorm first (the
+        EMA copy keeps plain BatchNorm: it is only run on rank 0). One process: the model itself."""
+        if not self.dist.ddp:
+            if self.opt.sync_bn:
+                LOGGER.warning("--sync-bn: one process has no BatchNorm statistics to sync, ignored (torchrun)")
+            return self.model
+        if self.opt.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # the same model, its BNs swapped
+            LOGGER.info(f"--sync-bn: BatchNorm statistics synced over {self.dist.world_size} processes")
+        LOGGER.info(f"DDP: {self.dist.world_size} processes, {self.opt.batch_size // self.dist.world_size} images "
+                    f"each of a batch of {self.opt.batch_size}")
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
+
     def refresh_bn(self, epoch: int) -> None:
         """Precise BN: the EMA model's BatchNorm statistics re-estimated on --precise-bn train batches without
         mosaic (each train image letterboxed on its own, as val and deployment see images), in place, so
@@ -238,7 +281,8 @@ class Trainer:
         LOGGER.info(f"precise BN: statistics re-estimated on {n} train batches in {self.bn_seconds:.1f} s")
 
     # ------------------------------------------------------------------ the story of a run
-    def fit(self) -> validate.ValResult:
+    def fit(self) -> validate.ValResult | None:
+        """Train; the last validation's results (None on DDP ranks other than 0, which do not validate)."""
         opt = self.opt
         nb = len(self.train_loader)
         self.nw = max(round(self.hyp["warmup_epochs"] * nb), 100) if self.hyp["warmup_epochs"] > 0 else -1
@@ -248,30 +292,40 @@ class Trainer:
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\nUsing {self.train_loader.num_workers} "
                     f"dataloader workers\nLogging results to {self.save_dir}\nStarting training for "
                     f"{opt.epochs} epochs...")
-        t0 = time.time()
+        self.tb.graph(self.model, self.imgsz)
+        t0, results = time.time(), None
         for epoch in range(self.start_epoch, opt.epochs):
             mloss = self.train_epoch(epoch)
             lrs = [g["lr"] for g in self.optimizer.param_groups]
             self.scheduler.step()
-            self.refresh_bn(epoch)
-            final = epoch + 1 == opt.epochs
-            results = self.validate(final or not opt.noval)
-            fi = float(fitness(np.array(results.metrics()).reshape(1, -1))[0])
-            stop = self.stopper(epoch, fi)
-            self.best_fitness = max(self.best_fitness, fi)
-            self.log_epoch(epoch, mloss, results, lrs)
-            if not opt.nosave or final or stop:
-                self.save(epoch, fi)
+            if self.main:
+                results, stop = self.end_epoch(epoch, mloss, lrs)
+            stop, self.maps = broadcast_object((stop, self.maps) if self.main else None)  # rank 0's, on every rank
             if stop:
                 break
         LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
-        self.finish()
+        if self.main:
+            self.finish()
         return results
+
+    def end_epoch(self, epoch: int, mloss: torch.Tensor, lrs: list[float]) -> tuple[validate.ValResult, bool]:
+        """Rank 0's end of an epoch: precise BN, validation, early stopping, results.csv, checkpoints."""
+        opt = self.opt
+        self.refresh_bn(epoch)
+        final = epoch + 1 == opt.epochs
+        results = self.validate(final or not opt.noval)
+        fi = float(fitness(np.array(results.metrics()).reshape(1, -1))[0])
+        stop = self.stopper(epoch, fi)
+        self.best_fitness = max(self.best_fitness, fi)
+        self.log_epoch(epoch, mloss, results, lrs)
+        if not opt.nosave or final or stop:
+            self.save(epoch, fi)
+        return results, stop
 
     def begin_epoch(self, epoch: int) -> None:
         """Epoch set-up: the loader's epoch, mosaic closing, image weights, the head's epoch-switched behaviour."""
         opt = self.opt
-        self.model.train()
+        self.net.train()
         self.dataset.set_epoch(epoch)
         if opt.close_mosaic and epoch >= opt.epochs - opt.close_mosaic and self.dataset.mosaic:
             LOGGER.info(f"Closing mosaic/mixup for the last {opt.close_mosaic} epochs")
@@ -305,29 +359,41 @@ class Trainer:
         header = ("%11s" * 2 + "%11s" * len(self.loss_names) + "%11s" * 2) % (
             "Epoch", "mem", *self.loss_names, "Instances", "Size")
         LOGGER.info(header)
-        pbar = tqdm(enumerate(self.train_loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
+        pbar = tqdm(enumerate(self.train_loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}",
+                    disable=not self.main)
         self.optimizer.zero_grad()
         for i, (imgs, targets, paths, _) in pbar:
             ni = i + nb * epoch
             imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            targets = targets.to(self.device)
             if opt.multi_scale:
                 imgs = self.rescale(imgs, epoch, i)
             self.warmup(ni, epoch)
-            with torch.autocast(self.device.type, enabled=self.amp):
-                targets = targets.to(self.device)
-                loss, items = self.criterion(self.model(imgs, targets), targets)
-            self.scaler.scale(loss).backward()
-            if ni - self.last_opt_step >= self.accumulate:
+            step = ni - self.last_opt_step >= self.accumulate
+            items = self.forward_backward(imgs, targets, sync=step)
+            if step:
                 self.optimizer_step()
                 self.last_opt_step = ni
             mloss = (mloss * i + items) / (i + 1)
             mem = f"{torch.cuda.memory_reserved() / 1e9 if self.amp else 0:.3g}G"
             pbar.set_description(("%11s" * 2 + "%11.4g" * (len(self.loss_names) + 2)) % (
                 f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
-            if not opt.noplots and ni - nb * self.start_epoch < 3:
+            if self.main and not opt.noplots and ni - nb * self.start_epoch < 3:
                 plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni - nb * self.start_epoch}.jpg",
                             self.names)
-        return mloss
+        return reduce_mean(mloss)  # DDP: over all ranks' images, as one process with the total batch logs it
+
+    def forward_backward(self, imgs: torch.Tensor, targets: torch.Tensor, sync: bool) -> torch.Tensor:
+        """Loss terms of a batch, and its gradients added to the accumulated ones. Under DDP, gradients are
+        all-reduced (averaged over ranks) only on a batch that ends with an optimizer step (``sync``), and the loss
+        is scaled by the world size: the criterion's total sums over a rank's images, so the average over ranks
+        would otherwise be 1 / world size of one process's gradient on the whole batch."""
+        no_sync = self.dist.ddp and not sync
+        with self.net.no_sync() if no_sync else nullcontext():
+            with torch.autocast(self.device.type, enabled=self.amp):
+                loss, items = self.criterion(self.net(imgs, targets), targets)
+            self.scaler.scale(loss * self.dist.world_size).backward()
+        return items
 
     def warmup(self, ni: int, epoch: int) -> None:
         """Linear warmup of lr (bias lr falls from warmup_bias_lr), momentum and accumulation."""
@@ -349,7 +415,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad()
-        self.ema.update(self.model)
+        if self.main:  # the only EMA that is validated and saved
+            self.ema.update(self.model)
 
     def validate(self, run_val: bool) -> validate.ValResult:
         if not run_val:
@@ -374,6 +441,7 @@ class Trainer:
             if new:
                 f.write(",".join("%20s" % k for k in self.csv_header()) + "\n")
             f.write(",".join(["%20i" % epoch] + ["%20.5g" % v for v in values[1:]]) + "\n")
+        self.tb.scalars(dict(zip(self.csv_header()[1:], values[1:])), epoch)
 
     def _truncate_csv(self, start_epoch: int) -> None:
         """Drop rows of epochs that will be trained again (a kill after logging, before saving)."""
@@ -412,8 +480,10 @@ class Trainer:
             validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=model,
                          single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
                          plots=not self.opt.noplots, verbose=True, criterion=self.criterion)
+            self.tb.images(sorted(self.save_dir.glob("val_batch*_pred.jpg")), self.opt.epochs - 1)
         if not self.opt.noplots and self.csv.exists():
             plot_results(self.csv)
+        self.tb.close()
         LOGGER.info(f"Results saved to {self.save_dir}")
 
 
@@ -434,7 +504,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
     p.add_argument("--cache", type=str, nargs="?", const="ram", help="image cache: ram or disk")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 (one per torchrun process), or cpu")
+    p.add_argument("--sync-bn", action="store_true", help="DDP: SyncBatchNorm, statistics over all GPUs' images")
+    p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
+                   help="DDP backend (torchrun): auto = nccl on GPUs, gloo on CPU")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
@@ -476,18 +549,23 @@ def check_opt(opt: argparse.Namespace) -> None:
             raise ValueError(f"--{key.replace('_', '-')} {value}: must be an integer >= {low} ({what})")
 
 
+def resume_opt(opt: argparse.Namespace) -> argparse.Namespace:
+    """--resume: the run's own options (its opt.yaml), with its last.pt as the weights. Reads files only."""
+    last = latest_run(ROOT / "runs") if opt.resume is True else Path(opt.resume)
+    if not last.is_file():
+        raise FileNotFoundError(f"--resume {opt.resume}: checkpoint not found")
+    run_opt = yaml_load(last.parent.parent / "opt.yaml")
+    opt = argparse.Namespace(**{**vars(opt), **run_opt})
+    opt.weights, opt.resume, opt.cfg = str(last), True, ""
+    return opt
+
+
 def resolve_opt(opt: argparse.Namespace) -> argparse.Namespace:
     """Apply --resume (the run's own options), check the flags, resolve names, pick the run folder."""
     if opt.resume and opt.evolve:
         raise ValueError("--resume and --evolve cannot be combined: re-run the --evolve command to continue it")
     if opt.resume:
-        last = latest_run(ROOT / "runs") if opt.resume is True else Path(opt.resume)
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume {opt.resume}: checkpoint not found")
-        run_opt = yaml_load(last.parent.parent / "opt.yaml")
-        opt = argparse.Namespace(**{**vars(opt), **run_opt})
-        opt.weights, opt.resume, opt.cfg = str(last), True, ""
-        return opt
+        return resume_opt(opt)
     check_opt(opt)
     opt.hyp = str(find_in_dir(opt.hyp, ROOT / "data" / "hyps", "hyperparameter file"))
     if not opt.imgsz:
@@ -498,6 +576,44 @@ def resolve_opt(opt: argparse.Namespace) -> argparse.Namespace:
     else:
         opt.save_dir = str(increment_path(Path(opt.project) / opt.name, opt.exist_ok))
     return opt
+
+
+# ------------------------------------------------------------------ torchrun (DDP)
+def start_distributed(opt: argparse.Namespace, ctx: DistContext) -> None:
+    """Check the options against the launch (one-line errors, raised on every rank before any waits for the
+    others), then join the process group: NCCL on GPUs, gloo on CPU unless --dist-backend says otherwise."""
+    run = resume_opt(opt) if opt.resume else opt  # a resumed run keeps its device, batch size and flags
+    if opt.evolve:
+        raise ValueError("--evolve trains its generations one after another in one process: run it with "
+                         "python train.py, not torchrun")
+    if run.batch_size % ctx.world_size:
+        fit = ctx.world_size * max(run.batch_size // ctx.world_size, 1)
+        raise ValueError(f"--batch-size {run.batch_size} is the total over the {ctx.world_size} processes and must "
+                         f"be a multiple of it, e.g. --batch-size {fit}")
+    device = select_device(run.device, run.batch_size, ctx.local_rank, ctx.local_world_size)
+    backend = dist_backend(getattr(run, "dist_backend", "auto"), device)
+    if getattr(run, "sync_bn", False) and device.type != "cuda":
+        raise ValueError(f"--sync-bn with device {device}: torch's SyncBatchNorm syncs CUDA tensors only; drop "
+                         f"--sync-bn on CPU (each process then keeps its own BatchNorm statistics)")
+    init_distributed(backend, device)
+    LOGGER.info(f"DDP: rank {ctx.rank} of {ctx.world_size} on {device}, backend {backend}")
+
+
+def resolve_opt_on_main(opt: argparse.Namespace, ctx: DistContext) -> argparse.Namespace:
+    """resolve_opt on rank 0 alone (it may generate the dataset, and it picks a new run folder), its result, or
+    its error, sent to every rank."""
+    if not ctx.ddp:
+        return resolve_opt(opt)
+    result = None
+    if ctx.main:
+        try:
+            result = resolve_opt(opt)
+        except (FileNotFoundError, ValueError) as e:
+            result = e
+    result = broadcast_object(result)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 # ------------------------------------------------------------------ hyperparameter evolution (--evolve)
@@ -569,24 +685,31 @@ def write_best_hyp(path: Path, header: list[str], rows: np.ndarray, fits: np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ctx = DistContext.from_env()  # torchrun's environment; rank 0 of 1 for python train.py
+    logging.basicConfig(level=logging.INFO if ctx.main else logging.WARNING, format="%(message)s")
     opt = parse_opt(argv)
     try:
-        opt = resolve_opt(opt)
+        if ctx.ddp:
+            start_distributed(opt, ctx)
+        opt = resolve_opt_on_main(opt, ctx)
         save_dir = Path(opt.save_dir)
-        save_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.main:
+            save_dir.mkdir(parents=True, exist_ok=True)
         if opt.evolve:
             yaml_save(save_dir / "opt.yaml", vars(opt))
             evolve(opt)
             return 0
         trainer = Trainer(opt)
-        if not opt.resume:
+        if ctx.main and not opt.resume:
             yaml_save(save_dir / "hyp.yaml", yaml_load(opt.hyp))
             yaml_save(save_dir / "opt.yaml", vars(opt))
         trainer.fit()
     except (FileNotFoundError, ValueError) as e:
-        LOGGER.error(f"error: {e}")
+        LOGGER.error(f"{'' if ctx.main else f'rank {ctx.rank}: '}error: {e}")
         return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

@@ -1,12 +1,18 @@
-"""Torch helpers: model statistics (parameters, GFLOPs) and per-layer profiling."""
+"""Torch helpers: devices and torch.distributed, seeding, EMA, precise BN, the optimizer, model statistics
+(parameters, GFLOPs) and per-layer profiling."""
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from copy import deepcopy
+from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from utils import LOGGER
@@ -66,25 +72,121 @@ def profile_module(m: nn.Module, x, n: int = 10) -> tuple[float, float | None]:
     return dt, flops
 
 
-def select_device(device: str = "", batch_size: int = 0) -> torch.device:
-    """'' (CUDA if available, else CPU), 'cpu', '0' or 'cuda:0'; a CUDA request without CUDA is a clear error."""
+def select_device(device: str = "", batch_size: int = 0, local_rank: int = 0,
+                  local_world_size: int = 1) -> torch.device:
+    """'' (CUDA if available, else CPU), 'cpu', '0', 'cuda:0' or a list '0,1,2,3'; a CUDA request without CUDA is a
+    clear error. Under torchrun (``local_world_size`` processes on this node) process ``local_rank`` takes the
+    ``local_rank``-th GPU of the list (of all GPUs for ''); one process given a list trains on its first GPU."""
     d = str(device).strip().lower().replace("cuda:", "")
     if d in ("", "none"):
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if local_world_size == 1:
+            return torch.device("cuda:0")
+        d = ",".join(str(i) for i in range(torch.cuda.device_count()))
     if d == "cpu":
         return torch.device("cpu")
     if d == "mps":
         return torch.device("mps")
     ids = [x for x in d.split(",") if x]
-    if not all(x.isdigit() for x in ids):
-        raise ValueError(f"--device {device!r} not understood: use '', 'cpu' or CUDA indices like '0'")
+    if not ids or not all(x.isdigit() for x in ids):
+        raise ValueError(f"--device {device!r} not understood: use '', 'cpu' or CUDA indices like '0' or '0,1,2,3'")
     if not torch.cuda.is_available():
         raise ValueError(f"--device {device} requested but CUDA is not available on this machine; use --device cpu")
-    if len(ids) > 1:
-        LOGGER.warning(f"--device {device}: multi-GPU training is not supported, using cuda:{ids[0]}")
-    if int(ids[0]) >= torch.cuda.device_count():
+    if len(ids) < local_world_size:
+        raise ValueError(f"--device {device}: {len(ids)} GPU(s) for {local_world_size} processes on this node "
+                         f"(torchrun --nproc_per_node): give one GPU per process")
+    if local_world_size == 1 and len(ids) > 1:
+        LOGGER.warning(f"--device {device}: one process uses one GPU, cuda:{ids[0]}; to train on all of them run "
+                       f"torchrun --nproc_per_node {len(ids)} train.py ... --device {device}")
+    index = int(ids[local_rank])
+    if index >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    return torch.device(f"cuda:{ids[0]}")
+    return torch.device(f"cuda:{index}")
+
+
+# ------------------------------------------------------------------ torch.distributed (torchrun)
+DIST_TIMEOUT = timedelta(hours=3)  # rank 0 validates and saves alone while the other ranks wait for its decision
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a torchrun launch: ``rank`` of ``world_size`` processes, ``local_rank`` of
+    ``local_world_size`` on this node. Outside torchrun: rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> DistContext:
+        """From torchrun's RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE."""
+        env = os.environ
+        world = int(env.get("WORLD_SIZE", 1))
+        return cls(int(env.get("RANK", 0)), world, int(env.get("LOCAL_RANK", 0)),
+                   int(env.get("LOCAL_WORLD_SIZE", world)))
+
+    @classmethod
+    def current(cls) -> DistContext:
+        """The launch this process trains in: from the environment once the process group is up, else one process."""
+        return cls.from_env() if dist.is_available() and dist.is_initialized() else cls()
+
+
+def dist_backend(requested: str, device: torch.device) -> str:
+    """'auto': NCCL on CUDA devices, gloo otherwise; an explicit choice is checked against the device."""
+    backend = ("nccl" if device.type == "cuda" else "gloo") if requested == "auto" else requested
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError(f"--dist-backend nccl with device {device}: NCCL moves CUDA tensors only; use "
+                         f"--dist-backend gloo (or auto) on CPU")
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise ValueError("--dist-backend nccl: this torch build has no NCCL; use --dist-backend gloo")
+    return backend
+
+
+def init_distributed(backend: str, device: torch.device) -> None:
+    """Join the process group of a torchrun launch (MASTER_ADDR/MASTER_PORT rendezvous from the environment)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=DIST_TIMEOUT)
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` as rank ``src`` has it (any picklable object), on every rank; unchanged outside a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
+def reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over the ranks (``t`` itself outside a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
+
+
+@contextmanager
+def main_process_first(ctx: DistContext) -> Iterator[None]:
+    """Run the block on rank 0 first, then on each node's local rank 0, then on the other ranks, so that files
+    it writes (a generated dataset, label caches) are written once per file system and read by the rest."""
+    stage = 0 if ctx.main else 1 if ctx.local_rank == 0 else 2
+    for _ in range(stage if ctx.ddp else 0):
+        dist.barrier()
+    yield
+    for _ in range(2 - stage if ctx.ddp else 0):
+        dist.barrier()
 
 
 def init_seeds(seed: int = 0, deterministic: bool = False) -> None:

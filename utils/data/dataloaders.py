@@ -666,14 +666,25 @@ class SeededSampler(Sampler):
     """Yields ``(index, epoch, mosaic_on)`` keys: a permutation drawn from (seed, epoch) when shuffling,
     else 0..n-1; with ``weights`` set (n,) (``--image-weights``), n indices drawn with replacement in
     proportion to them from (seed, epoch). State is read from the main process's dataset at the start of
-    each epoch, so ``set_epoch`` and ``close_mosaic`` reach persistent workers without rebuilding them."""
+    each epoch, so ``set_epoch`` and ``close_mosaic`` reach persistent workers without rebuilding them.
 
-    def __init__(self, dataset: LoadImagesAndLabels, shuffle: bool, seed: int) -> None:
+    Under DDP (``world_size`` > 1) every rank draws the same global order and keeps its share of it: of each
+    global batch (``batch_size`` consecutive keys, the total over ranks) the ``rank``-th of ``world_size``
+    equal slices, so the ranks' batches j together are batch j of a single process with that total batch. A
+    short last batch is padded with its own keys to a multiple of ``world_size`` (every rank then has as many
+    batches, and with rect they share the batch's shape)."""
+
+    def __init__(self, dataset: LoadImagesAndLabels, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 batch_size: int = 1) -> None:
+        if world_size > 1 and batch_size % world_size:
+            raise ValueError(f"total batch size {batch_size} is not a multiple of the {world_size} processes")
         self.dataset, self.shuffle, self.seed = dataset, shuffle, seed
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.weights: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        n, w, b = len(self.dataset), self.world_size, self.batch_size
+        return n if w == 1 else n // b * (b // w) + math.ceil(n % b / w)
 
     def __iter__(self) -> Iterator[tuple[int, int, bool]]:
         ds = self.dataset
@@ -685,7 +696,20 @@ class SeededSampler(Sampler):
             order = rng.choice(n, size=n, replace=True, p=self.weights / self.weights.sum())
         else:
             order = rng.permutation(n) if self.shuffle else np.arange(n)
-        return iter([(int(i), epoch, strong) for i in order])
+        return iter([(int(i), epoch, strong) for i in self.shard(order)])
+
+    def shard(self, order: np.ndarray) -> np.ndarray:
+        """This rank's keys of the global ``order`` (all of them for one process)."""
+        w, b = self.world_size, self.batch_size
+        if w == 1:
+            return order
+        parts = []
+        for start in range(0, len(order), b):
+            batch = order[start:start + b]
+            batch = np.resize(batch, math.ceil(len(batch) / w) * w)  # a short last batch padded with its own keys
+            k = len(batch) // w
+            parts.append(batch[self.rank * k:(self.rank + 1) * k])
+        return np.concatenate(parts)
 
 
 def labels_to_class_weights(labels: list[np.ndarray], nc: int) -> np.ndarray:
@@ -724,19 +748,23 @@ def label_wh(shapes: np.ndarray, labels: list[np.ndarray], imgsz: int, rng: np.r
 def create_dataloader(path, imgsz: int, batch_size: int, stride: int, hyp: dict | None = None, augment: bool = False,
                       cache: str | None = None, pad: float = 0.0, rect: bool = False, workers: int = 8,
                       shuffle: bool = False, single_cls: bool = False, seed: int = 0, prefix: str = "",
-                      names: dict[int, str] | None = None) -> tuple[DataLoader, LoadImagesAndLabels]:
+                      names: dict[int, str] | None = None, rank: int = 0,
+                      world_size: int = 1) -> tuple[DataLoader, LoadImagesAndLabels]:
     """YOLOv5's dataloader. ``path``: dir, glob, .txt list or a list of them. ``names`` (from check_dataset)
     enables the class-id check (< nc) and names the classes. Workers are persistent; call
-    ``dataset.set_epoch(e)`` before each epoch (or just iterate: the epoch advances by itself)."""
+    ``dataset.set_epoch(e)`` before each epoch (or just iterate: the epoch advances by itself). Under DDP
+    ``batch_size`` is the total: this ``rank`` loads its ``batch_size / world_size`` share of each batch
+    (``SeededSampler``)."""
     if rect and shuffle:
         LOGGER.warning(f"{prefix}WARNING: rect=True is incompatible with shuffle, setting shuffle=False")
         shuffle = False
     dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache=cache,
                                   single_cls=single_cls, stride=int(stride), pad=pad, seed=seed, names=names,
                                   prefix=prefix)
-    batch_size = min(batch_size, len(dataset))
+    sampler = SeededSampler(dataset, shuffle, seed, rank, world_size, batch_size)
+    batch_size = batch_size // world_size if world_size > 1 else min(batch_size, len(dataset))
     nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=SeededSampler(dataset, shuffle, seed), num_workers=nw,
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=nw,
                         pin_memory=torch.cuda.is_available(), collate_fn=LoadImagesAndLabels.collate_fn,
                         persistent_workers=nw > 0, worker_init_fn=_worker_init if nw > 0 else None)
     return loader, dataset

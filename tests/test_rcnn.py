@@ -206,3 +206,28 @@ def test_onnx_export_is_static_and_a_dynamic_request_is_refused(tmp_path):
     assert export.main(["--weights", str(w), "--include", "onnx", "--dynamic"]) == 2
     f, diff = export.run(w, include=["onnx"], imgsz=[96, 64], batch_size=2)["onnx"]
     assert f.is_file() and diff < 1e-3
+
+
+def test_training_losses_equal_torchvision_on_the_same_batch():
+    """Our targets -> torchvision's, the letterboxed batch as torchvision's ImageList: the four losses of a training
+    step equal those of torchvision's own model (same weights, same random sampling)."""
+    torch.manual_seed(0)
+    tv = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None, num_classes=4,
+                                           box_batch_size_per_image=64).train()  # the YAML's one change
+    tv.transform = GeneralizedRCNNTransform(96, 96, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    model = DetectionModel(MNV3, nc=3)
+    model.load_state_dict(torchvision_to_rows(tv.state_dict(), model.model))
+    x, targets = torch.rand(2, 3, 96, 96), _targets(2)
+    tv_targets = []
+    for i in range(2):
+        t = targets[targets[:, 0] == i]
+        xy, wh = t[:, 2:4] * 96, t[:, 4:6] * 96
+        tv_targets.append({"boxes": torch.cat((xy - wh / 2, xy + wh / 2), 1), "labels": t[:, 1].long() + 1})
+    images, tv_targets = tv.transform(list(x), tv_targets)  # draws from the RNG in training: before the seed
+    torch.manual_seed(1)
+    features = tv.backbone(images.tensors)
+    proposals, ref = tv.rpn(images, features, tv_targets)
+    ref = {**ref, **tv.roi_heads(features, proposals, images.image_sizes, tv_targets)[1]}
+    torch.manual_seed(1)
+    ours = model.train()(x, targets).losses
+    assert set(ours) == set(ref) and all(torch.equal(ours[k], ref[k]) for k in ref)

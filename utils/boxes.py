@@ -25,6 +25,15 @@ def make_grid(nx: int, ny: int, device: torch.device | None = None, dtype: torch
     return torch.stack((xv, yv), dim=-1)
 
 
+def flat_cells(shapes: list[tuple[int, int]], strides: list[float], device: torch.device | None = None
+               ) -> tuple[Tensor, Tensor]:
+    """The cells of several levels flattened level by level (a dense head's prediction order): cell indices
+    ``(N, 2)`` (x, y in grid units, ``make_grid``) and each cell's stride ``(N, 1)``; ``shapes`` are (ny, nx)."""
+    cells = torch.cat([make_grid(nx, ny, device).view(-1, 2) for ny, nx in shapes])
+    stride = torch.cat([torch.full((ny * nx, 1), float(s), device=device) for (ny, nx), s in zip(shapes, strides)])
+    return cells, stride
+
+
 class GridCache:
     """Per-level cell grids ``(1, 1, ny, nx, 2)`` (``make_grid``) for a head: cached, rebuilt when a level's
     feature size, device or dtype changes, and built afresh inside the traced graph when exporting."""

@@ -16,7 +16,7 @@ from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from utils.assigners import Assignment, get_assigner
-from utils.boxes import bbox2distance, distance2bbox, gfl_decode, integral, make_grid
+from utils.boxes import bbox2distance, distance2bbox, flat_cells, gfl_decode, integral
 from utils.losses.common import pad_targets
 
 __all__ = ["GFLLoss", "bbox2distance", "distance2bbox", "distribution_focal_loss", "integral", "quality_focal_loss"]
@@ -125,10 +125,8 @@ class GFLLoss:
         shapes = tuple(tuple(p.shape[2:4]) for p in maps)
         key = (shapes, maps[0].device)
         if self._priors is None or self._priors[0] != key:
-            device = maps[0].device
-            points = torch.cat([make_grid(nx, ny, device).view(-1, 2) * s for (ny, nx), s in zip(shapes, self.strides)])
-            stride = torch.cat([torch.full((ny * nx, 1), s, device=device) for (ny, nx), s in zip(shapes, self.strides)])
-            self._priors = (key, points, stride)
+            cells, stride = flat_cells(shapes, self.strides, maps[0].device)
+            self._priors = (key, cells * stride, stride)
         return self._priors[1], self._priors[2]
 
     def __call__(self, out, targets: Tensor) -> tuple[Tensor, Tensor]:

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from torchvision.ops import box_convert
 
 from utils.assigners import Assignment, get_assigner
-from utils.boxes import bbox_iou, decode_yolox, encode_yolox, make_grid
+from utils.boxes import bbox_iou, decode_yolox, encode_yolox, flat_cells
 from utils.losses.common import PaddedTargets, pad_targets, smooth_bce
 
 YOLOX_NOMINAL_BATCH = 64  # YOLOX's lr (0.01) is set for a mean-per-positive loss over 64 images
@@ -74,11 +74,7 @@ class YOLOXLoss:
         shapes = tuple(tuple(p.shape[2:4]) for p in raw)
         key = (shapes, raw[0].device)
         if self._cells is None or self._cells[0] != key:
-            device = raw[0].device
-            cell = torch.cat([make_grid(nx, ny, device).view(-1, 2) for ny, nx in shapes])
-            stride = torch.cat([torch.full((ny * nx, 1), s, device=device)
-                                for (ny, nx), s in zip(shapes, self.strides)])
-            self._cells = (key, cell, stride)
+            self._cells = (key, *flat_cells(shapes, self.strides, raw[0].device))
         return self._cells[1], self._cells[2]
 
     def __call__(self, raw: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:

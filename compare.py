@@ -50,9 +50,12 @@ import numpy as np
 import torch
 
 import train
+import val as validate
 from models.yolo import DetectionModel
+from utils.evaluation.bootstrap import BootstrapResult, match_images, paired_bootstrap
 from utils.evaluation.metrics import fitness
 from utils.evaluation.stats import PairedDifference, mean_std, paired_difference
+from utils.evaluation.tide import ERRORS, TideResult, tide_errors
 from utils.io.checkpoint import load_checkpoint
 from utils.io.files import increment_path, yaml_load, yaml_save
 from utils.torch_utils import LOGGER, time_sync
@@ -80,6 +83,8 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="finish the newest compare folder (or the one given) with its own cfgs, seeds and flags")
     p.add_argument("--latency-runs", type=int, default=50, help="timed forwards per cfg and device (0: skip)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="paired bootstrap resamples of the val images per seed and pair (0: skip)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process (cpu_count // jobs torch threads, output in "
                         "<run>/train.log)")
@@ -451,6 +456,8 @@ class ArmSummary:
     gflops: float | None
     latency: dict[str, dict] = field(default_factory=dict)  # device kind -> {median_ms, p10_ms, p90_ms}
     pair: PairedDifference | None = None  # final mAP50-95 minus the first cfg's, per seed
+    tide: dict[int, TideResult] = field(default_factory=dict)  # seed -> error breakdown of the final checkpoint
+    boot: dict[int, BootstrapResult] = field(default_factory=dict)  # seed -> image bootstrap vs the first cfg
 
     def stat(self, what: str) -> tuple[float, float]:
         """mean, std over seeds of 'final50', 'final', 'best50', 'best' or 'train_s'."""
@@ -504,12 +511,114 @@ def pair_against_first(arms: list[ArmSummary]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Why an arm wins (TIDE) and the test-set noise (paired image bootstrap)
+# ---------------------------------------------------------------------------------------------
+DETECTIONS = "final_detections.pt"  # per run: the final checkpoint's val detections and labels, per image
+
+
+def final_detections(run: Path, recipe: dict, imgsz: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per val image, the final checkpoint's detections (n, 6) and the labels (m, 5), xyxy in original pixels:
+    last.pt (the EMA weights the last epoch validated) through val.py with the same thresholds and loader, on
+    PyTorch. Cached in the run folder (remade when last.pt is newer); None for a run without last.pt."""
+    cache, last = run / DETECTIONS, run / "weights" / "last.pt"
+    if cache.is_file() and (not last.is_file() or cache.stat().st_mtime >= last.stat().st_mtime):
+        return torch.load(cache, weights_only=True)
+    if not last.is_file():
+        return None
+    res = validate.run(data=recipe["data"], weights=str(last), batch_size=2 * int(recipe["batch_size"]),
+                       imgsz=imgsz, workers=0, single_cls=bool(recipe.get("single_cls")), project=run,
+                       name="final_val", exist_ok=True, plots=False, backend="torch", collect=True)
+    torch.save(res.per_image, cache)
+    return res.per_image
+
+
+def analyse_errors(exp: Path, plan: dict, arms: list[ArmSummary], n_boot: int) -> None:
+    """Fill ``arm.tide`` (every run with detections) and ``arm.boot`` (every seed that an arm shares with the
+    first arm: the same val images, resampled together ``n_boot`` times)."""
+    stats = {}
+    for a in arms:
+        for s, r in a.runs.items():
+            dets = final_detections(run_dir(exp, a.cfg, s), plan["recipe"], a.imgsz)
+            if dets is None:
+                continue
+            preds, labels = [d for d, _ in dets], [lb for _, lb in dets]
+            a.tide[s] = tide_errors(preds, labels)
+            stats[a.cfg, s] = match_images(preds, labels)
+    if n_boot <= 0:
+        return
+    for a in arms[1:]:
+        for s in a.runs:
+            if (arms[0].cfg, s) in stats and (a.cfg, s) in stats:
+                a.boot[s] = paired_bootstrap(stats[arms[0].cfg, s], stats[a.cfg, s], n_boot=n_boot, seed=s)
+
+
+def tide_mean(arm: ArmSummary) -> dict[str, float]:
+    """AP50 and the dAPs (ERRORS, FP, FN) of an arm, mean over its seeds, in AP points (0-100) as TIDE reports."""
+    rows = [{"AP50": t.ap50, **t.dap, "FP": t.dap_fp, "FN": t.dap_fn} for t in arm.tide.values()]
+    return {k: 100 * float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
+def tide_table(arms: list[ArmSummary]) -> list[str]:
+    keys = ["AP50", *ERRORS, "FP", "FN"]
+    lines = ["| arm | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    first = tide_mean(arms[0])
+    for a in arms:
+        m = tide_mean(a)
+        if not m:
+            continue
+        lines.append(f"| {arm_name(a.cfg)} | {len(a.tide)} | " + " | ".join(f"{m[k]:.2f}" for k in keys) + " |")
+        if a is not arms[0] and first:
+            lines.append(f"| Δ vs {arm_name(arms[0].cfg)} | | " + " | ".join(f"{m[k] - first[k]:+.2f}" for k in keys)
+                         + " |")
+    return lines
+
+
+def two_noises(arm: ArmSummary) -> dict:
+    """The pair's seed interval (training noise), its image-bootstrap intervals (test-set noise, per seed), the
+    verdict that needs both to exclude 0 on the same side, and which noise is the wider."""
+    p = arm.pair
+    seed_lo, seed_hi = p.interval if p is not None and p.interval else (math.nan, math.nan)
+    boots = [arm.boot[s].map for s in sorted(arm.boot)]
+    boot_half = float(np.mean([(b.high - b.low) / 2 for b in boots])) if boots else math.nan
+    seed_half = (seed_hi - seed_lo) / 2
+    both = "within noise"
+    if boots and not math.isnan(seed_lo):
+        if seed_lo > 0 and all(b.low > 0 for b in boots):
+            both = "better"
+        elif seed_hi < 0 and all(b.high < 0 for b in boots):
+            both = "worse"
+    dominant = "-" if math.isnan(seed_half) or math.isnan(boot_half) else \
+        "training (seeds)" if seed_half > boot_half else "test set (images)" if boot_half > seed_half else "neither"
+    return {"boots": {s: arm.boot[s].map for s in sorted(arm.boot)}, "seed_half": seed_half, "boot_half": boot_half,
+            "verdict": both if boots else "no bootstrap", "dominant": dominant}
+
+
+def plot_tide(exp: Path, arms: list[ArmSummary]) -> Path | None:
+    """tide.png: per error type (and FP / FN) the dAP of each arm, grouped bars (mean over seeds)."""
+    means = [(a, tide_mean(a)) for a in arms if a.tide]
+    if not means:
+        return None
+    keys = [*ERRORS, "FP", "FN"]
+    fig, (ax,) = _figure()
+    width = 0.8 / len(means)
+    for i, (a, m) in enumerate(means):
+        ax.bar(np.arange(len(keys)) + (i - (len(means) - 1) / 2) * width, [m[k] for k in keys], width,
+               label=f"{arm_name(a.cfg)} (AP50 {m['AP50']:.1f})")
+    ax.set_xticks(np.arange(len(keys)), keys)
+    ax.set(ylabel="dAP50 (AP points) if fixed", title="TIDE error breakdown, final checkpoints, mean over seeds")
+    ax.legend()
+    fig.savefig(exp / "tide.png", dpi=150)
+    return exp / "tide.png"
+
+
+# ---------------------------------------------------------------------------------------------
 # The report: report.csv, report.md and three plots
 # ---------------------------------------------------------------------------------------------
 CSV_COLUMNS = ["cfg", "head", "seeds", "imgsz", "params", "gflops", "cpu_ms", "gpu_ms", "train_s_per_epoch",
                "final_map50_mean", "final_map50_std", "best_map50_mean", "best_map50_std", "final_map_mean",
                "final_map_std", "best_map_mean", "best_map_std", "d_map_mean", "d_map_lo", "d_map_hi", "d_map_seeds",
-               "verdict"]
+               "verdict", "boot_half_width", "noise_dominant", "verdict_both_noises", "tide_ap50",
+               *[f"tide_{k.lower()}" for k in (*ERRORS, "FP", "FN")]]
 
 
 def csv_row(arm: ArmSummary) -> dict:
@@ -526,6 +635,11 @@ def csv_row(arm: ArmSummary) -> dict:
         lo, hi = p.interval or (None, None)
         row.update(d_map_mean=p.mean, d_map_lo=lo, d_map_hi=hi, d_map_seeds=" ".join(map(str, p.seeds)),
                    verdict=p.verdict)
+        noise = two_noises(arm)
+        row.update(boot_half_width=noise["boot_half"], noise_dominant=noise["dominant"],
+                   verdict_both_noises=noise["verdict"])
+    m = tide_mean(arm)
+    row.update({f"tide_{k.lower()}": m.get(k) for k in ("AP50", *ERRORS, "FP", "FN")})
     return {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
 
 
@@ -576,6 +690,15 @@ HOW_TO_READ = """\
   mean over seeds — comparable only between runs on the same machine and load.
 - Loss curves: each head family has its own loss terms and gains, so compare a curve's shape, not its level across
   families.
+- Two noises: the seed interval above is training noise (another seed, another model). The val-image bootstrap is
+  test-set noise: the val images are resampled with replacement (the same resample for both arms of a seed) and
+  both arms' mAP50-95 recomputed; its 95% percentile interval of the difference says how much of it another val
+  set of the same size could undo. "better" / "worse" there need both intervals (the seeds', every seed's
+  bootstrap) to exclude 0 on the same side; the wider half-width says which noise limits the comparison.
+- TIDE (Bolya et al., ECCV 2020): dAP50 in AP points that fixing each error type would recover (Cls: right box,
+  wrong class; Loc: right class, IoU 0.1-0.5; Both; Dupe: duplicate; Bkg: on background; Missed: label never
+  found) and fixing all false positives (FP) / all false negatives (FN), on the final checkpoint, mean over seeds
+  (utils/evaluation/tide.py).
 """
 
 
@@ -593,6 +716,19 @@ def stability_table(arms: list[ArmSummary]) -> list[str]:
     return lines
 
 
+def noise_lines(arms: list[ArmSummary]) -> list[str]:
+    """Per pair: the seed interval, each seed's image-bootstrap interval, the verdict needing both, the wider noise."""
+    lines = []
+    for a in arms[1:]:
+        n = two_noises(a)
+        boots = ", ".join(f"seed {s}: {b.diff:+.4f} [{b.low:+.4f}, {b.high:+.4f}]" for s, b in n["boots"].items())
+        lines.append(f"- **{arm_name(a.cfg)}** vs {arm_name(arms[0].cfg)}: seeds {a.pair.describe()}; val-image "
+                     f"bootstrap (95%, {next(iter(a.boot.values())).n_boot if a.boot else 0} resamples) "
+                     f"{boots or '-'} -> **{n['verdict']}**; half-widths: seeds {n['seed_half']:.4f}, images "
+                     f"{n['boot_half']:.4f}: the wider is {n['dominant']}")
+    return lines
+
+
 def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], latency_runs: int) -> Path:
     r = plan["recipe"]
     command = " ".join(["python compare.py --cfg", *plan["cfg"], "--seeds", str(plan["seeds"]), *plan["train_args"]])
@@ -605,7 +741,11 @@ def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], la
         per_seed = ", ".join(f"seed {s}: {d:+.4f}" for s, d in zip(p.seeds, p.diffs))
         lines.append(f"- **{arm_name(a.cfg)}** vs {arm_name(arms[0].cfg)}: {p.describe()} -> **{p.verdict}** "
                      f"({per_seed})")
-    lines += ["", "## Stability per run", "", *stability_table(arms),
+    lines += ["", "## Two noises: training (seeds) and test set (val images)", "", *noise_lines(arms),
+              "", "## Why: error breakdown (TIDE, final checkpoints)", "", *(tide_table(arms) if any(a.tide for a in arms)
+                                                                              else ["not available (no last.pt)"]),
+              "", "![TIDE](tide.png)" if any(a.tide for a in arms) else "",
+              "", "## Stability per run", "", *stability_table(arms),
               "", "![mAP50-95 vs epoch](map_vs_epoch.png)", "", "![loss curves](loss_curves.png)", "",
               "![speed vs accuracy](speed_accuracy.png)", "",
               HOW_TO_READ.format(latency=f"{latency_runs} runs" if latency_runs else "latency not measured")]
@@ -681,13 +821,15 @@ def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The story of a comparison
 # ---------------------------------------------------------------------------------------------
-def report(exp: Path, plan: dict, latency_runs: int) -> list[ArmSummary]:
+def report(exp: Path, plan: dict, latency_runs: int, n_boot: int = 1000) -> list[ArmSummary]:
     arms = [summarise_arm(exp, cfg, int(plan["seeds"]), latency_runs) for cfg in plan["cfg"]]
     pair_against_first(arms)
+    analyse_errors(exp, plan, arms, n_boot)
     write_csv(exp / "report.csv", arms)
     write_markdown(exp / "report.md", exp, plan, arms, latency_runs)
     plot_curves(exp, arms)
     plot_speed_accuracy(exp, arms)
+    plot_tide(exp, arms)
     for line in markdown_table(arms):
         LOGGER.info(line)
     LOGGER.info(f"\nReport: {exp / 'report.md'} ({exp / 'report.csv'}, map_vs_epoch.png, loss_curves.png, "
@@ -704,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         train_all(exp, plan, opt.jobs)
         LOGGER.info(f"training done in {(time.time() - t0) / 3600:.3f} hours")
-        report(exp, plan, opt.latency_runs)
+        report(exp, plan, opt.latency_runs, opt.bootstrap)
     except (FileNotFoundError, ValueError) as e:
         LOGGER.error(f"error: {e}")
         return 2

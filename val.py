@@ -40,6 +40,8 @@ class ValResult:
     maps: np.ndarray                # (nc,) mAP50-95 per class (the overall mAP for unseen classes)
     speed: tuple[float, float, float]  # ms per image: pre-process, inference, NMS
     per_class: dict = field(default_factory=dict)
+    per_image: list = field(default_factory=list)  # with collect: (detections (n, 6), labels (m, 5)) per image,
+                                                   # xyxy in original-image pixels (compare.py's TIDE, bootstrap)
 
     def metrics(self) -> list[float]:
         return [self.mp, self.mr, self.map50, self.map]
@@ -102,7 +104,8 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         workers: int = 8, single_cls: bool = False, verbose: bool = False, save_txt: bool = False,
         save_conf: bool = False, save_json: bool = False, project: str | Path = ROOT / "runs" / "val",
         name: str = "exp", exist_ok: bool = False, half: bool = False, model=None, dataloader=None,
-        save_dir: Path | None = None, plots: bool = True, criterion=None, backend: str = "auto") -> ValResult:
+        save_dir: Path | None = None, plots: bool = True, criterion=None, backend: str = "auto",
+        collect: bool = False) -> ValResult:
     """Validate ``model`` (from train.py) or the model in ``weights`` on ``data``'s val/test split; ``backend``:
     how a .pt runs on the CPU (export.runtime_backend: a cached ONNX Runtime export by default, or 'torch')."""
     training = model is not None
@@ -125,7 +128,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     nc = 1 if single_cls else int(data["nc"])
     names = {0: "item"} if single_cls else dict(data["names"])
     cm = ConfusionMatrix(nc=nc)
-    stats, dt, seen = _Stats(), [0.0, 0.0, 0.0], 0
+    stats, dt, seen, per_image = _Stats(), [0.0, 0.0, 0.0], 0, []
     loss = torch.zeros(len(criterion.loss_names), device=dev) if criterion else None
     val_loss = criterion is not None and model.has_val_loss  # a head may declare its loss eval-incapable
     if criterion is not None and not val_loss:
@@ -154,6 +157,8 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
             if single_cls:
                 pred[:, 5] = 0
             predn, labelsn = _process_image(si, pred, targets, shapes[si], im.shape[2:], stats, cm)
+            if collect:
+                per_image.append((predn.cpu(), labelsn.cpu()))
             if save_txt:
                 _save_txt(predn, shapes[si], save_dir / "labels" / f"{Path(paths[si]).stem}.txt", save_conf)
             if coco is not None:
@@ -166,6 +171,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     res.losses = [] if not criterion else (loss / max(len(dataloader), 1)).tolist() if val_loss else \
         [float("nan")] * len(criterion.loss_names)
     res.speed = tuple(x / max(seen, 1) * 1e3 for x in dt)
+    res.per_image = per_image
     if not training:
         shape = (batch_size, 3, imgsz, imgsz)
         LOGGER.info("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape " % res.speed

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from scipy import stats as sps
 
@@ -323,3 +324,40 @@ def test_stability_counts_collapses_after_epoch_5_and_the_lost_end():
     assert r.best_minus_final() == 0.0
     r.map = np.array([0.1, 0.2, 0.5, 0.4])
     assert abs(r.best_minus_final() - 0.1) < 1e-12
+
+
+def test_report_explains_with_tide_and_two_noises(tmp_path):
+    """Hand-made final detections: arm A finds every label, arm B misses every label of half the images. TIDE
+    puts B's loss in Missed (and FN), the image bootstrap puts the difference below 0, the verdict needs both."""
+    from models.yolo import DetectionModel
+
+    exp, cfgs = tmp_path / "exp", ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
+    g = torch.Generator().manual_seed(0)
+    labels = []
+    for _ in range(40):
+        xy = torch.rand(3, 2, generator=g) * 40
+        wh = 10 + 10 * torch.rand(3, 2, generator=g)
+        labels.append(torch.cat((torch.randint(0, 2, (3, 1), generator=g).float(), xy, xy + wh), 1))
+    perfect = [torch.cat((lb[:, 1:], torch.full((3, 1), 0.9), lb[:, :1]), 1) for lb in labels]
+    dets = {cfgs[0]: perfect, cfgs[1]: [d if i % 2 else d[:0] for i, d in enumerate(perfect)]}
+    finals = {cfgs[0]: [0.50, 0.52], cfgs[1]: [0.30, 0.31]}
+    for cfg in cfgs:
+        m = DetectionModel(cfg, nc=2)
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
+        for s in range(2):
+            run = compare.run_dir(exp, cfg, s)
+            fake_run(run, [0.1, finals[cfg][s]], ckpt)
+            torch.save(list(zip(dets[cfg], labels)), run / compare.DETECTIONS)
+    plan = {"cfg": cfgs, "seeds": 2, "train_args": ["--epochs", "2"], "recipe": compare.train_recipe(["--epochs", "2"])}
+    a, b = compare.report(exp, plan, latency_runs=0, n_boot=200)
+    assert a.tide[0].ap50 == pytest.approx(1.0) and all(v == pytest.approx(0) for v in a.tide[0].dap.values())
+    assert b.tide[0].dap["Missed"] > 0.2 and b.tide[0].dap["Cls"] == 0 and b.tide[0].dap_fn > 0.2
+    assert all(r.map.high < 0 for r in b.boot.values())  # test-set noise cannot undo half the images missed
+    noise = compare.two_noises(b)
+    assert noise["verdict"] == "worse" and noise["dominant"] in ("training (seeds)", "test set (images)")
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "## Two noises" in md and "## Why: error breakdown" in md and "**worse**" in md
+    assert (exp / "tide.png").is_file()
+    with open(exp / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["tide_missed"]) > 20 and rows[1]["verdict_both_noises"] == "worse"

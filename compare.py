@@ -56,7 +56,7 @@ from utils.evaluation.bootstrap import BootstrapResult, match_images, paired_boo
 from utils.evaluation.metrics import fitness
 from utils.evaluation.stats import PairedDifference, mean_std, paired_difference
 from utils.evaluation.tide import ERRORS, TideResult, tide_errors
-from utils.io.checkpoint import load_checkpoint
+from utils.io.checkpoint import load_checkpoint, save_checkpoint
 from utils.io.files import increment_path, yaml_load, yaml_save
 from utils.torch_utils import LOGGER, time_sync
 
@@ -83,6 +83,11 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="finish the newest compare folder (or the one given) with its own cfgs, seeds and flags")
     p.add_argument("--latency-runs", type=int, default=50, help="timed forwards per cfg and device (0: skip)")
+    p.add_argument("--budget-epochs", type=int, default=None,
+                   help="every arm trains this many epochs (the default rule; the same as --epochs N)")
+    p.add_argument("--budget-time", type=float, default=None, metavar="MIN",
+                   help="every arm trains for MIN minutes of wall-clock (train + val), stopping at the first epoch "
+                        "end past it; the LR schedule stays planned over --epochs")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="paired bootstrap resamples of the val images per seed and pair (0: skip)")
     p.add_argument("--jobs", type=int, default=1,
@@ -95,6 +100,12 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
         p.error(f"--seeds must be >= 1, got {opt.seeds}")
     if opt.jobs < 1:
         p.error(f"--jobs must be >= 1, got {opt.jobs}")
+    if opt.budget_time is not None and opt.budget_time <= 0:
+        p.error(f"--budget-time must be > 0 minutes, got {opt.budget_time}")
+    if opt.budget_epochs is not None:
+        if opt.budget_epochs < 1:
+            p.error(f"--budget-epochs must be >= 1, got {opt.budget_epochs}")
+        train_args = [*train_args, "--epochs", str(opt.budget_epochs)]  # equal epochs: train.py's own flag
     return opt, train_args
 
 
@@ -137,7 +148,7 @@ def setup_experiment(opt: argparse.Namespace, train_args: list[str]) -> tuple[Pa
     for arm in opt.cfg:
         train_recipe(split_arm(arm)[1])  # an arm's own flags are train.py flags too, and may not set seed etc.
     plan = {"cfg": list(opt.cfg), "seeds": opt.seeds, "train_args": list(train_args),
-            "recipe": train_recipe(train_args)}
+            "recipe": train_recipe(train_args), "budget_min": opt.budget_time}
     old = exp / "compare.yaml"
     if old.is_file():
         before = {**train_recipe([]), **yaml_load(old).get("recipe", {})}  # a flag added since: its default then
@@ -212,11 +223,12 @@ class RecordingTrainer(train.Trainer):
     """train.py's Trainer that also writes ``compare.json`` beside results.csv after every epoch: the train
     and val seconds of the epoch and the digest of its first batch (the pairing check)."""
 
-    def __init__(self, opt: argparse.Namespace):
+    def __init__(self, opt: argparse.Namespace, budget_min: float | None = None):
         super().__init__(opt)
         self.record_file = self.save_dir / RECORD
         old = json.loads(self.record_file.read_text()) if opt.resume and self.record_file.is_file() else {}
         self.record = {"imgsz": self.imgsz, "device": str(self.device), "epochs": old.get("epochs", {})}
+        self.budget_s = None if budget_min is None else 60 * float(budget_min)
         self.train_loader = _FirstBatchDigest(self.train_loader)
         self._epoch: dict = {}
 
@@ -236,6 +248,26 @@ class RecordingTrainer(train.Trainer):
     def log_epoch(self, epoch: int, mloss: torch.Tensor, results, lrs: list[float]) -> None:
         super().log_epoch(epoch, mloss, results, lrs)
         self.record["epochs"][str(epoch)] = self._epoch
+        self._write_record()
+
+    def end_epoch(self, epoch: int, mloss: torch.Tensor, lrs: list[float]):
+        """train.py's end of an epoch, then the --budget-time check: the run's train + val seconds so far (resumed
+        epochs included) against the budget; past it, the run stops here as an early stop does."""
+        results, stop = super().end_epoch(epoch, mloss, lrs)
+        if self.budget_s is None:
+            return results, stop
+        used = sum(e.get("train_s", 0.0) + e.get("val_s", 0.0) for e in self.record["epochs"].values())
+        self.record["budget"] = {"minutes": self.budget_s / 60, "used_s": used, "epochs_reached": epoch + 1,
+                                 "stopped": bool(used >= self.budget_s and epoch + 1 < self.opt.epochs)}
+        self._write_record()
+        if self.record["budget"]["stopped"] and not stop:
+            LOGGER.info(f"--budget-time: {used / 60:.2f} of {self.budget_s / 60:g} min used after epoch {epoch}: "
+                        f"stopping")
+            if self.opt.nosave:  # --nosave saves the final epoch only: this one is final now
+                save_checkpoint(self.checkpoint(epoch), self.wdir / "last.pt")
+        return results, stop or self.record["budget"]["stopped"]
+
+    def _write_record(self) -> None:
         tmp = self.record_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.record, indent=1))
         os.replace(tmp, self.record_file)
@@ -271,9 +303,11 @@ def least_busy(gpus: list[str], busy: list[str]) -> str:
     return min(gpus, key=busy.count)
 
 
-def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, device: str | None = None) -> None:
+def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, device: str | None = None,
+              budget_min: float | None = None) -> None:
     """Train one arm x seed in this process, as train.py's main would (new run, or --resume of its last.pt);
-    ``device`` (one GPU) replaces a --device that lists several."""
+    ``device`` (one GPU) replaces a --device that lists several; ``budget_min`` stops it at the first epoch end
+    past that many minutes."""
     run = run_dir(exp, cfg, seed)
     if state == "interrupted":
         opt = train.resolve_opt(train.parse_opt([*train_args, "--resume", str(run / "weights" / "last.pt")]))
@@ -290,7 +324,7 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str,
     if device is not None and gpu_list(opt.device):
         opt.device = device
     Path(opt.save_dir).mkdir(parents=True, exist_ok=True)
-    trainer = RecordingTrainer(opt)
+    trainer = RecordingTrainer(opt, budget_min)
     if state != "interrupted":
         yaml_save(run / "hyp.yaml", yaml_load(opt.hyp))
         yaml_save(run / "opt.yaml", vars(opt))
@@ -317,11 +351,11 @@ def train_all(exp: Path, plan: dict, jobs: int = 1) -> None:
     gpus = gpu_list(plan["recipe"].get("device", ""))
     jobs = max(jobs, len(gpus))
     if jobs > 1 and len(todo) > 1:
-        train_in_workers(exp, plan["train_args"], todo, jobs, gpus)
+        train_in_workers(exp, plan["train_args"], todo, jobs, gpus, plan.get("budget_min"))
         return
     for tag, cfg, seed, state in todo:
         LOGGER.info(f"\n{'=' * 30} {tag}: {VERB[state]} -> {run_dir(exp, cfg, seed)}")
-        train_run(exp, cfg, seed, plan["train_args"], state, gpus[0] if gpus else None)
+        train_run(exp, cfg, seed, plan["train_args"], state, gpus[0] if gpus else None, plan.get("budget_min"))
 
 
 class RunsFailed(RuntimeError):
@@ -329,7 +363,7 @@ class RunsFailed(RuntimeError):
 
 
 def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, threads: int,
-                  device: str | None = None) -> None:
+                  device: str | None = None, budget_min: float | None = None) -> None:
     """train_run in a worker process with ``threads`` torch threads, everything it prints (logging, tqdm,
     warnings, a traceback) appended to the run's train.log."""
     log = run_dir(exp, cfg, seed) / "train.log"
@@ -339,7 +373,7 @@ def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: 
     os.dup2(f.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     torch.set_num_threads(threads)
-    train_run(exp, cfg, seed, train_args, state, device)
+    train_run(exp, cfg, seed, train_args, state, device, budget_min)
 
 
 def _last_line(path: Path) -> str:
@@ -347,7 +381,8 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: int, gpus: list[str] = ()) -> None:
+def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: int, gpus: list[str] = (),
+                     budget_min: float | None = None) -> None:
     """Train ``todo`` in order, ``jobs`` at a time, one spawned process per run (no CUDA or thread state is
     forked), each on the least busy of ``gpus`` when given. A failed run is reported with its log once the others
     are done. Ctrl-C stops the running runs (their last.pt stays resumable) and starts no new one."""
@@ -363,7 +398,8 @@ def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: 
                 run = run_dir(exp, cfg, seed)
                 gpu = least_busy(gpus, [g for _, _, g in running.values()]) if gpus else None
                 LOGGER.info(f"{tag}: {VERB[state]} -> {run}" + (f" on GPU {gpu}" if gpu is not None else ""))
-                proc = ctx.Process(target=_train_logged, args=(exp, cfg, seed, train_args, state, threads, gpu))
+                proc = ctx.Process(target=_train_logged,
+                                   args=(exp, cfg, seed, train_args, state, threads, gpu, budget_min))
                 proc.start()
                 running[proc] = (tag, run, gpu)
             multiprocessing.connection.wait([proc.sentinel for proc in running])
@@ -466,19 +502,38 @@ class ArmSummary:
         return mean_std([pick(r) for r in self.runs.values()])
 
 
-def measure_latency(model: DetectionModel, imgsz: int, device: torch.device, runs: int) -> dict:
-    """Batch-1 forward ms of the fused eval model at ``imgsz`` on ``device``: median and p10/p90 of ``runs``."""
-    m = deepcopy(model).to(device).fuse().eval()
-    x = torch.zeros(1, model.yaml["ch"], imgsz, imgsz, device=device)
+def time_forward(fn, x: torch.Tensor, device: torch.device, runs: int) -> dict:
+    """ms of ``fn(x)``: median and p10/p90 of ``runs`` timed calls after max(2, runs // 10) untimed ones."""
     times = []
     with torch.inference_mode():
         for i in range(max(2, runs // 10) + runs):
             t0 = time_sync(device)
-            m(x)
+            fn(x)
             if i >= max(2, runs // 10):
                 times.append((time_sync(device) - t0) * 1000)
     q10, q50, q90 = np.percentile(times, [10, 50, 90])
     return {"median_ms": float(q50), "p10_ms": float(q10), "p90_ms": float(q90), "runs": runs}
+
+
+def measure_latency(model: DetectionModel, imgsz: int, device: torch.device, runs: int) -> dict:
+    """Batch-1 forward ms of the fused eval model at ``imgsz`` on ``device``."""
+    m = deepcopy(model).to(device).fuse().eval()
+    return time_forward(m, torch.zeros(1, model.yaml["ch"], imgsz, imgsz, device=device), device, runs)
+
+
+def measure_onnx_latency(weights: Path, imgsz: int, runs: int) -> dict | None:
+    """Batch-1 ms of the checkpoint's ONNX Runtime export at ``imgsz`` on the CPU (export.py's cached export, as
+    detect.py and val.py run a .pt by default); None when onnxruntime is not installed."""
+    import export
+    from models.backends import load_backend
+
+    try:
+        file, _ = export.cached_export(weights, "onnxruntime", (imgsz, imgsz))
+    except ValueError as e:  # the optional package missing: one line, no ONNX column
+        LOGGER.info(f"ONNX Runtime latency not measured: {e}")
+        return None
+    backend = load_backend(file, "cpu")
+    return time_forward(backend, torch.zeros(1, 3, imgsz, imgsz), torch.device("cpu"), runs)
 
 
 def summarise_arm(exp: Path, cfg: str, seeds: int, latency_runs: int) -> ArmSummary:
@@ -500,6 +555,9 @@ def summarise_arm(exp: Path, cfg: str, seeds: int, latency_runs: int) -> ArmSumm
         devices = [torch.device("cpu")] + ([torch.device("cuda:0")] if torch.cuda.is_available() else [])
         for d in devices:
             arm.latency[d.type] = measure_latency(model, imgsz, d, latency_runs)
+        onnx = measure_onnx_latency(best, imgsz, latency_runs)
+        if onnx is not None:
+            arm.latency["onnx"] = onnx
     return arm
 
 
@@ -614,7 +672,7 @@ def plot_tide(exp: Path, arms: list[ArmSummary]) -> Path | None:
 # ---------------------------------------------------------------------------------------------
 # The report: report.csv, report.md and three plots
 # ---------------------------------------------------------------------------------------------
-CSV_COLUMNS = ["cfg", "head", "seeds", "imgsz", "params", "gflops", "cpu_ms", "gpu_ms", "train_s_per_epoch",
+CSV_COLUMNS = ["cfg", "head", "seeds", "imgsz", "params", "gflops", "cpu_ms", "onnx_ms", "gpu_ms", "train_s_per_epoch",
                "final_map50_mean", "final_map50_std", "best_map50_mean", "best_map50_std", "final_map_mean",
                "final_map_std", "best_map_mean", "best_map_std", "d_map_mean", "d_map_lo", "d_map_hi", "d_map_seeds",
                "verdict", "boot_half_width", "noise_dominant", "verdict_both_noises", "tide_ap50",
@@ -624,6 +682,7 @@ CSV_COLUMNS = ["cfg", "head", "seeds", "imgsz", "params", "gflops", "cpu_ms", "g
 def csv_row(arm: ArmSummary) -> dict:
     row = {"cfg": arm.cfg, "head": arm.head, "seeds": len(arm.runs), "imgsz": arm.imgsz, "params": arm.params,
            "gflops": arm.gflops, "cpu_ms": arm.latency.get("cpu", {}).get("median_ms"),
+           "onnx_ms": arm.latency.get("onnx", {}).get("median_ms"),
            "gpu_ms": arm.latency.get("cuda", {}).get("median_ms"), "train_s_per_epoch": arm.stat("train_s")[0]}
     for key, name in (("final50", "final_map50"), ("best50", "best_map50"), ("final", "final_map"),
                       ("best", "best_map")):
@@ -659,12 +718,12 @@ def fmt_mean_std(mean: float, std: float, digits: int = 3) -> str:
 
 def markdown_table(arms: list[ArmSummary]) -> list[str]:
     gpu = any("cuda" in a.latency for a in arms)
-    head = ["cfg", "head", "params", "GFLOPs", "CPU ms"] + (["GPU ms"] if gpu else []) + [
+    head = ["cfg", "head", "params", "GFLOPs", "CPU ms", "ONNX Runtime ms"] + (["GPU ms"] if gpu else []) + [
         "train s/epoch", "final mAP50", "best mAP50", "final mAP50-95", "best mAP50-95", "Δ mAP50-95 vs first",
         "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in arms:
-        lat = [f"{a.latency[k]['median_ms']:.1f}" if k in a.latency else "-" for k in ("cpu", "cuda")][:1 + gpu]
+        lat = [f"{a.latency[k]['median_ms']:.1f}" if k in a.latency else "-" for k in ("cpu", "onnx", "cuda")][:2 + gpu]
         pair = ("-", "baseline") if a.pair is None else (a.pair.describe(), a.pair.verdict)
         maps = [fmt_mean_std(*a.stat(k)) for k in ("final50", "best50", "final", "best")]
         cells = [a.cfg, a.head, f"{a.params:,}", "-" if a.gflops is None else f"{a.gflops:.2f}", *lat,
@@ -684,8 +743,11 @@ HOW_TO_READ = """\
   `mean(d) ± t(0.975, n-1) · sd(d) / √n` over the n paired seeds. **better** / **worse**: the whole 95% interval is
   above / below 0; **within noise**: it contains 0 — these seeds cannot tell the two apart (more seeds or epochs
   narrow it). With one seed there is no interval and no verdict.
-- Speed: batch 1, BatchNorm fused, eval forward without NMS, median of the timed runs at the run's imgsz
-  ({latency}); GFLOPs by thop (2 × MACs, unfused) for every arm at the same imgsz. train s/epoch: median over
+- Speed: batch 1, BatchNorm fused, eval forward without NMS (a suppressing head's own NMS included), median of the
+  timed runs at the run's imgsz ({latency}), in PyTorch and through the checkpoint's ONNX Runtime export (what
+  detect.py and val.py run on a CPU by default); GFLOPs by thop (2 × MACs, unfused; a two-stage model measured at
+  the imgsz itself) for every arm at the same imgsz; the dashed line joins the Pareto front (no other arm both
+  faster and more accurate). train s/epoch: median over
   epochs of the training part of an epoch (data loading, forward, loss, backward, optimizer; no validation),
   mean over seeds — comparable only between runs on the same machine and load.
 - Loss curves: each head family has its own loss terms and gains, so compare a curve's shape, not its level across
@@ -731,10 +793,14 @@ def noise_lines(arms: list[ArmSummary]) -> list[str]:
 
 def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], latency_runs: int) -> Path:
     r = plan["recipe"]
-    command = " ".join(["python compare.py --cfg", *plan["cfg"], "--seeds", str(plan["seeds"]), *plan["train_args"]])
+    budget = ["--budget-time", f"{plan['budget_min']:g}"] if plan.get("budget_min") else []
+    command = " ".join(["python compare.py --cfg", *plan["cfg"], "--seeds", str(plan["seeds"]), *budget,
+                        *plan["train_args"]])
     lines = [f"# compare: {exp.name}", "", f"`{command}`", "",
              f"data `{r['data']}`, hyp `{Path(r['hyp']).name}`, {r['epochs']} epochs, batch {r['batch_size']}, "
-             f"imgsz {arms[0].imgsz}, seeds 0..{int(plan['seeds']) - 1}; {datetime.now():%Y-%m-%d %H:%M}", "",
+             f"imgsz {arms[0].imgsz}, seeds 0..{int(plan['seeds']) - 1}; {datetime.now():%Y-%m-%d %H:%M}"
+             + (f"; budget {plan['budget_min']:g} min of train + val per run (--budget-time; epochs reached per run "
+                f"in the stability table)" if plan.get("budget_min") else ""), "",
              *markdown_table(arms), "", "## Against the first cfg (final mAP50-95, paired by seed)", ""]
     for a in arms[1:]:
         p = a.pair
@@ -797,6 +863,14 @@ def plot_curves(exp: Path, arms: list[ArmSummary]) -> list[Path]:
     return [exp / "map_vs_epoch.png", exp / "loss_curves.png"]
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower or equal x = cost, higher or equal y = accuracy, one of
+    them strictly), ordered by x."""
+    keep = [i for i, (x, y) in enumerate(points)
+            if not any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
+    return sorted(keep, key=lambda i: points[i][0])
+
+
 def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
     """Final mAP50-95 (± std over seeds) against CPU latency (p10-p90 bars), or GFLOPs without latency."""
     fig, (ax,) = _figure()
@@ -811,6 +885,10 @@ def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
         ax.errorbar(x, mean, xerr=xerr, yerr=0.0 if math.isnan(std) else std, fmt="o", capsize=4,
                     label=arm_name(a.cfg))
         ax.annotate(arm_name(a.cfg), (x, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    points = [((a.latency["cpu"]["median_ms"] if timed else a.gflops or 0.0), a.stat("final")[0]) for a in arms]
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.plot(*zip(*(points[i] for i in front)), "k--", linewidth=1, label="Pareto front")
     xlabel = "CPU latency, batch 1, fused (ms; bars p10-p90)" if timed else "GFLOPs"
     ax.set(xlabel=xlabel, ylabel="final mAP50-95 (bars ± std over seeds)", title="speed vs accuracy")
     ax.legend()

@@ -361,3 +361,28 @@ def test_report_explains_with_tide_and_two_noises(tmp_path):
     with open(exp / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[1]["tide_missed"]) > 20 and rows[1]["verdict_both_noises"] == "worse"
+
+
+def test_pareto_front():
+    pts = [(10.0, 0.5), (20.0, 0.6), (15.0, 0.4), (30.0, 0.6), (5.0, 0.3)]
+    assert compare.pareto_front(pts) == [4, 0, 1]  # (15, .4) is beaten by (10, .5); (30, .6) by (20, .6)
+
+
+def test_budget_time_stops_each_arm_within_an_epoch_and_records_it(tiny_data, tmp_path):
+    """A budget shorter than one epoch: every arm stops after its first epoch (the first epoch end past the
+    budget), reports it, and the run counts as finished (a re-run trains nothing)."""
+    args = compare_args(tiny_data, tmp_path, "--budget-time", "0.0001", epochs=3, seeds=1)
+    first = run_compare(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    exp = tmp_path / "exp"
+    for cfg in CFGS:
+        run = exp / Path(cfg).stem / "seed0"
+        budget = json.loads((run / "compare.json").read_text())["budget"]
+        assert budget["epochs_reached"] == 1 and budget["stopped"] and budget["used_s"] > 0.006
+        assert len(compare.read_results(run / "results.csv")) == 1 and compare.run_state(run, 3) == "finished"
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "budget 0.0001 min" in md and "--budget-time 0.0001" in md
+    with open(exp / "report.csv") as f:
+        assert all(float(r["onnx_ms"]) > 0 for r in csv.DictReader(f))  # ONNX Runtime latency beside PyTorch's
+    again = run_compare(*args, "--exist-ok")
+    assert again.returncode == 0 and "skipping finished run" in again.stdout + again.stderr

@@ -266,7 +266,7 @@ def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[
         file = Path(out) if out is not None and len(include) == 1 else weights.with_name(weights.stem + FORMATS[fmt])
         results[fmt] = _export_one(fmt, model, im, file, meta, opset, dynamic, simplify, dev, stride)
     last = list(results.values())[-1][0]
-    LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s)\nResults saved to {weights.parent.resolve()}"
+    LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s)\nResults saved to {last.parent.resolve()}"
                 f"\nDetect:   python detect.py --weights {last}\nValidate: python val.py --weights {last}")
     return results
 

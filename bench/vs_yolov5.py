@@ -1,0 +1,234 @@
+"""HeadZoo against YOLOv5 v7.0's own code, side by side on this machine: ratios from one run.
+
+    python bench/vs_yolov5.py --yolov5 ../refvenv/lib/python3.11/site-packages/yolov5 --python ../refvenv/bin/python
+    python bench/vs_yolov5.py --yolov5 ~/src/yolov5 --tasks latency --sizes 320 640 --rounds 5 --runs 10
+
+``--yolov5`` is a YOLOv5 v7.0 checkout or the ``yolov5==7.0.14`` pip package's folder, run by ``--python`` (an
+interpreter that can import it; bench/README.md says how to set one up). Nothing is downloaded or vendored: the
+reference runs in its own process. Three tasks:
+
+- ``latency``: batch-1 forward ms of yolov5n / yolov5s (random weights, fused, eval) at each size, interleaved in
+  ``--rounds`` blocks (YOLOv5, then ours eager, then ours on the default CPU path: the cached ONNX Runtime export
+  detect.py and val.py use), so load drifts hit every side alike; medians and ratios ours / YOLOv5.
+- ``detect``: detect.py end-to-end on the built-in demo video with the same weights (a YOLOv5 checkpoint written by
+  YOLOv5's code, which our detect.py reads too), default flags on both sides, timed around each ``run()`` call.
+- ``train``: wall time of each side's train.py, default flags, yolov5n, 320 px, batch 16, 2 epochs on the same 256
+  generated images, run one after the other.
+
+Prints the table and writes ``runs/bench/vs_yolov5.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import detect  # noqa: E402
+import export  # noqa: E402
+from models.yolo import DetectionModel  # noqa: E402
+from utils.data.dataloaders import check_dataset  # noqa: E402
+from utils.io.checkpoint import save_checkpoint  # noqa: E402
+
+# The reference side: a worker that imports YOLOv5 from its folder and answers commands on stdin with JSON lines.
+WORKER = r'''
+import json, sys, time, torch
+from copy import deepcopy
+from pathlib import Path
+root = Path(sys.argv[1]).resolve()
+torch.set_num_threads(int(sys.argv[2]))
+try:  # the pip package (yolov5.models...) or a checkout (models...)
+    sys.path.insert(0, str(root.parent)); from yolov5.models.yolo import Model; import yolov5.detect as ydetect
+except ImportError:
+    sys.path.insert(0, str(root)); from models.yolo import Model; import detect as ydetect
+models = {}
+for line in sys.stdin:
+    cmd = json.loads(line)
+    if cmd["do"] == "latency":
+        key = (cmd["cfg"], cmd["size"])
+        if key not in models:
+            models[key] = Model(str(root / "models" / cmd["cfg"])).fuse().eval()
+        x = torch.zeros(1, 3, cmd["size"], cmd["size"])
+        times = []
+        with torch.inference_mode():
+            for i in range(cmd["runs"] + 2):
+                t0 = time.perf_counter(); models[key](x)
+                if i >= 2: times.append((time.perf_counter() - t0) * 1000)
+        print(json.dumps(times), flush=True)
+    elif cmd["do"] == "checkpoint":
+        m = Model(str(root / "models" / cmd["cfg"]), nc=cmd["nc"])
+        m.names = cmd["names"]
+        torch.save({"model": deepcopy(m).half(), "epoch": -1, "optimizer": None, "ema": None}, cmd["path"])
+        print(json.dumps("ok"), flush=True)
+    elif cmd["do"] == "detect":
+        t0 = time.perf_counter()
+        ydetect.run(weights=cmd["weights"], source=cmd["source"], project=cmd["project"], device="cpu")
+        print(json.dumps(time.perf_counter() - t0), flush=True)
+'''
+
+
+# YOLOv5 v7.0 pickles whole modules into its checkpoints; torch >= 2.6 loads weights only unless told otherwise
+REF_ENV = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+
+
+class Reference:
+    """The YOLOv5 worker process."""
+
+    def __init__(self, python: str, folder: Path, threads: int):
+        self.proc = subprocess.Popen([python, "-c", WORKER, str(folder), str(threads)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=tempfile.mkdtemp(), env=REF_ENV)
+
+    def ask(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        while True:  # YOLOv5 may print to stdout too: the answer is the next line that is JSON
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the YOLOv5 worker exited: run it by hand to see why (bench/README.md: set-up)")
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def _time(fn, x, runs: int) -> list[float]:
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 2):
+            t0 = time.perf_counter()
+            fn(x)
+            if i >= 2:
+                times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def latency(ref: Reference, cfgs: list[str], sizes: list[int], rounds: int, runs: int, tmp: Path) -> list[dict]:
+    rows = []
+    for cfg in cfgs:
+        built = DetectionModel(cfg)
+        w = save_checkpoint({"model": built.state_dict(), "ema": None, "yaml": built.yaml,
+                             "names": {i: str(i) for i in range(80)}}, tmp / Path(cfg).with_suffix(".pt").name)
+        model = built.fuse().eval()
+        for size in sizes:
+            x = torch.zeros(1, 3, size, size)
+            default = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(size, size))
+            t = {"yolov5": [], "ours_eager": [], "ours_default": []}
+            for _ in range(rounds):  # interleaved blocks: the same load for every side
+                t["yolov5"] += ref.ask(do="latency", cfg=cfg, size=size, runs=runs)
+                t["ours_eager"] += _time(model, x, runs)
+                t["ours_default"] += _time(default, x, runs)
+            med = {k: float(np.median(v)) for k, v in t.items()}
+            rows.append({"cfg": cfg, "size": size, **{f"{k}_ms": v for k, v in med.items()},
+                         "default_backend": default.fmt,
+                         "ratio_eager": med["ours_eager"] / med["yolov5"],
+                         "ratio_default": med["ours_default"] / med["yolov5"]})
+            print(f"latency {cfg} @{size}: YOLOv5 {med['yolov5']:.1f} ms, ours eager {med['ours_eager']:.1f} ms "
+                  f"({rows[-1]['ratio_eager']:.2f}x), ours default ({default.fmt}) {med['ours_default']:.1f} ms "
+                  f"({rows[-1]['ratio_default']:.2f}x)", flush=True)
+    return rows
+
+
+def detect_fps(ref: Reference, tmp: Path) -> dict:
+    """Both detect.py's on the demo video with one YOLOv5-written yolov5n checkpoint (4 classes), default flags."""
+    data = check_dataset("shapes.yaml")
+    video = Path(data["path"]) / "videos" / "shapes.mp4"
+    w = tmp / "yolov5n-shapes.pt"
+    ref.ask(do="checkpoint", cfg="yolov5n.yaml", nc=len(data["names"]), names=list(data["names"].values()), path=str(w))
+    t_ref = ref.ask(do="detect", weights=str(w), source=str(video), project=str(tmp / "yolov5"))
+    t0 = time.perf_counter()
+    result = detect.run(weights=w, source=video, project=tmp / "ours")
+    t_ours = time.perf_counter() - t0
+    frames = result.frames
+    out = {"frames": frames, "yolov5_s": t_ref, "ours_s": t_ours, "yolov5_fps": frames / t_ref,
+           "ours_fps": frames / t_ours, "ratio_fps": t_ref / t_ours}
+    print(f"detect on {video.name}: YOLOv5 {out['yolov5_fps']:.1f} fps, ours {out['ours_fps']:.1f} fps "
+          f"({out['ratio_fps']:.2f}x)", flush=True)
+    return out
+
+
+def train_wall(python: str, folder: Path, tmp: Path) -> dict:
+    """yolov5n, 320 px, batch 16, 2 epochs, 256 generated images: each side's train.py with default flags."""
+    spec = {"path": str(tmp / "shapes256"), "train": "images/train", "val": "images/val",
+            "names": {0: "circle", 1: "square", 2: "triangle", 3: "star"},
+            "generate": {"generator": "shapes", "seed": 0, "imgsz": 320, "n_train": 256, "n_val": 32,
+                         "classes": ["circle", "square", "triangle", "star"], "video_seconds": 0}}
+    ours_yaml = tmp / "shapes256.yaml"
+    ours_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    check_dataset(str(ours_yaml))  # generated here, once, for both sides
+    ref_yaml = tmp / "shapes256-yolov5.yaml"
+    ref_yaml.write_text(yaml.safe_dump({k: spec[k] for k in ("path", "train", "val", "names")}, sort_keys=False))
+    ref_train = folder / "train.py"
+    cmds = {"yolov5": [python, str(ref_train), "--data", str(ref_yaml), "--cfg", "yolov5n.yaml", "--weights", "",
+                       "--img", "320", "--batch-size", "16", "--epochs", "2", "--device", "cpu",
+                       "--project", str(tmp / "train"), "--name", "yolov5"],
+            "ours": [sys.executable, str(ROOT / "train.py"), "--data", str(ours_yaml), "--cfg", "yolov5n.yaml",
+                     "--imgsz", "320", "--batch-size", "16", "--epochs", "2", "--project", str(tmp / "train"),
+                     "--name", "ours"]}
+    out = {}
+    for side, cmd in cmds.items():
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=REF_ENV if side == "yolov5" else None)
+        out[f"{side}_s"] = time.perf_counter() - t0
+        if p.returncode:
+            raise RuntimeError(f"{side} train.py failed:\n{p.stderr[-2000:]}")
+    out["ratio"] = out["ours_s"] / out["yolov5_s"]
+    print(f"train 2 epochs: YOLOv5 {out['yolov5_s']:.1f} s, ours {out['ours_s']:.1f} s ({out['ratio']:.2f}x)",
+          flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--yolov5", required=True, help="YOLOv5 v7.0 checkout or the yolov5 pip package's folder")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that can import that YOLOv5")
+    ap.add_argument("--tasks", nargs="+", default=["latency", "detect", "train"],
+                    choices=["latency", "detect", "train"])
+    ap.add_argument("--cfg", nargs="+", default=["yolov5n.yaml", "yolov5s.yaml"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[320, 640])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--json", default=str(ROOT / "runs" / "bench" / "vs_yolov5.json"))
+    opt = ap.parse_args()
+    folder = Path(opt.yolov5).expanduser().resolve()
+    opt.python = str(Path(opt.python).expanduser().absolute()) if os.sep in opt.python else opt.python
+    if not (folder / "models" / "yolo.py").is_file():
+        sys.exit(f"--yolov5 {folder}: not a YOLOv5 folder (models/yolo.py missing); see bench/README.md")
+    torch.set_num_threads(opt.threads)
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {opt.threads} torch thread(s) per side")
+    tmp = Path(tempfile.mkdtemp(prefix="vs_yolov5_"))
+    os.environ[export.CACHE_ENV] = str(tmp / "runtime_cache")  # this run's exports stay in its own folder
+    ref = Reference(opt.python, folder, opt.threads)
+    out = {"load": load, "threads": opt.threads, "yolov5": str(folder)}
+    try:
+        if "latency" in opt.tasks:
+            out["latency"] = latency(ref, opt.cfg, opt.sizes, opt.rounds, opt.runs, tmp)
+        if "detect" in opt.tasks:
+            out["detect"] = detect_fps(ref, tmp)
+    finally:
+        ref.close()
+    if "train" in opt.tasks:
+        out["train"] = train_wall(opt.python, folder, tmp)
+    Path(opt.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(opt.json).write_text(json.dumps(out, indent=1))
+    print(f"written {opt.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Where a FasterRCNNHead checkpoint loses its objects: the RPN's recall of the val labels (best proposal IoU >= 0.5
+and >= 0.7) and the RoI head's class for the labelled boxes themselves (background counts as wrong).
+
+    python bench/rcnn_recall.py --weights runs/train/exp/weights/best.pt [--data shapes.yaml] [--images 100]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.yolo import DetectionModel  # noqa: E402
+from utils.data.dataloaders import check_dataset  # noqa: E402
+from utils.io.checkpoint import load_checkpoint  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--data", default="shapes.yaml")
+    ap.add_argument("--images", type=int, default=100)
+    opt = ap.parse_args()
+    model = DetectionModel.from_checkpoint(load_checkpoint(opt.weights)).eval()
+    if type(model.head).__name__ != "FasterRCNNHead":
+        sys.exit(f"{opt.weights}: not a FasterRCNNHead model")
+    data = check_dataset(opt.data)
+    images = sorted(p for p in Path(data["val"]).iterdir() if p.suffix.lower() in (".jpg", ".png"))[:opt.images]
+    head, n, hit5, hit7, right = model.head, 0, 0, 0, 0
+    for f in images:
+        label = Path(str(f).replace("/images/", "/labels/")).with_suffix(".txt")
+        rows = np.loadtxt(label, ndmin=2) if label.is_file() and label.stat().st_size else np.zeros((0, 5))
+        if not len(rows):
+            continue
+        im = cv2.imread(str(f))[:, :, ::-1].copy()  # (H, W, 3) RGB; the built-in images are stride multiples
+        h, w = im.shape[:2]
+        xywh = torch.tensor(rows[:, 1:], dtype=torch.float32) * torch.tensor([w, h, w, h])
+        gt = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
+        with torch.no_grad():
+            feats, images_ = head._inputs(model._features(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255))
+            proposals, _ = head.rpn(images_, feats)
+            best = box_iou(gt, proposals[0]).amax(1)
+            rh = head.roi_heads
+            logits, _ = rh.box_predictor(rh.box_head(rh.box_roi_pool(feats, [gt], images_.image_sizes)))
+        n += len(gt)
+        hit5, hit7 = hit5 + int((best >= 0.5).sum()), hit7 + int((best >= 0.7).sum())
+        right += int((logits.argmax(1) - 1 == torch.from_numpy(rows[:, 0]).long()).sum())
+    print(f"{opt.weights}: {n} labels in {len(images)} images; RPN recall {hit5 / n:.3f} at IoU >= 0.5, "
+          f"{hit7 / n:.3f} at >= 0.7; RoI head: right class for {right / n:.3f} of the labelled boxes")
+
+
+if __name__ == "__main__":
+    main()

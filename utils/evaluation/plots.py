@@ -150,12 +150,16 @@ def plot_results(csv_file: str | Path) -> Path:
     for k, i in enumerate(cols):
         ax = fig.add_subplot(2, ncol, k + 1)
         y = data[:, i]
+        ax.set_title(header[i], fontsize=12)
+        if np.isnan(y).all():  # a head that declares its validation loss unavailable logs NaN
+            ax.text(0.5, 0.5, "not available\nfor this head", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([]), ax.set_yticks([])
+            continue
         ax.plot(epochs, y, marker=".", linewidth=2, markersize=8, label="results")
         if len(y) >= 3:
             w = max(3, len(y) // 5) | 1
             ys = np.convolve(np.pad(y, w // 2, mode="edge"), np.ones(w) / w, mode="valid")
             ax.plot(epochs, ys, ":", label="smooth", linewidth=2)
-        ax.set_title(header[i], fontsize=12)
     fig.axes[0].legend()
     out = csv_file.with_name("results.png")
     fig.savefig(out, dpi=200)

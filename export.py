@@ -325,7 +325,12 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
             require(backend, purpose=f"--backend {backend}")
         LOGGER.info("--backend auto: no CPU runtime installed (pip install onnxruntime), running PyTorch")
         return load_backend(path, device)
-    file, diff = cached_export(path, runtime, imgsz)
+    try:
+        file, diff = cached_export(path, runtime, imgsz)
+    except OSError as e:  # a read-only folder beside the weights: say so, run as PyTorch
+        LOGGER.warning(f"WARNING: --backend {backend}: cannot write the {runtime} export ({e}); running PyTorch "
+                       f"(set {CACHE_ENV} to a writable folder)")
+        return load_backend(path, device)
     if diff > TOLERANCE:
         LOGGER.warning(f"WARNING: --backend {backend}: the {runtime} export differs from PyTorch by {diff:.3g}; "
                        f"running PyTorch instead")

@@ -75,3 +75,13 @@ def test_exported_files_and_bad_choices(tmp_path, cache):
             export.runtime_backend(w, torch.device("cpu"), backend="openvino")
     else:
         assert export.runtime_backend(w, torch.device("cpu"), backend="openvino", imgsz=(64, 64)).fmt == "openvino"
+
+
+def test_an_unwritable_cache_falls_back_to_pytorch(tmp_path, monkeypatch, caplog):
+    w = _checkpoint(tmp_path / "best.pt")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the cache folder's path is a file: mkdir fails as on a read-only disk
+    monkeypatch.setenv(export.CACHE_ENV, str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger="headzoo"):
+        b = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64))
+    assert b.fmt == "pytorch" and "cannot write the onnxruntime export" in caplog.text

@@ -312,7 +312,8 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
     path, device = Path(weights), torch.device(device)
-    if backend == "torch" or path.suffix != ".pt" or (backend == "auto" and (device.type != "cpu" or half)):
+    if backend == "torch" or path.suffix != ".pt" or not path.is_file() or (
+            backend == "auto" and (device.type != "cpu" or half)):  # (a missing file: load_backend's error)
         if backend not in ("auto", "torch"):
             LOGGER.info(f"--backend {backend}: {path} is not a .pt checkpoint, it runs as it is")
         return load_backend(path, device, half=half)

@@ -1,5 +1,6 @@
-"""Where a FasterRCNNHead checkpoint loses its objects: the RPN's recall of the val labels (best proposal IoU >= 0.5
-and >= 0.7) and the RoI head's class for the labelled boxes themselves (background counts as wrong).
+"""Where a FasterRCNNHead checkpoint loses its objects: how many val labels have an anchor at IoU >= 0.5 / 0.7 (the
+row's anchors at the image's size: fixed before any training), the RPN's recall of the labels (best proposal IoU >=
+0.5 / 0.7) and the RoI head's class for the labelled boxes themselves (background counts as wrong).
 
     python bench/rcnn_recall.py --weights runs/train/exp/weights/best.pt [--data shapes.yaml] [--images 100]
 """
@@ -33,7 +34,7 @@ def main() -> None:
         sys.exit(f"{opt.weights}: not a FasterRCNNHead model")
     data = check_dataset(opt.data)
     images = sorted(p for p in Path(data["val"]).iterdir() if p.suffix.lower() in (".jpg", ".png"))[:opt.images]
-    head, n, hit5, hit7, right = model.head, 0, 0, 0, 0
+    head, n, hit5, hit7, right, anc5, anc7 = model.head, 0, 0, 0, 0, 0, 0
     for f in images:
         label = Path(str(f).replace("/images/", "/labels/")).with_suffix(".txt")
         rows = np.loadtxt(label, ndmin=2) if label.is_file() and label.stat().st_size else np.zeros((0, 5))
@@ -47,12 +48,15 @@ def main() -> None:
             feats, images_ = head._inputs(model._features(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255))
             proposals, _ = head.rpn(images_, feats)
             best = box_iou(gt, proposals[0]).amax(1)
+            prior = box_iou(gt, head.rpn.anchor_generator(images_, list(feats.values()))[0]).amax(1)
             rh = head.roi_heads
             logits, _ = rh.box_predictor(rh.box_head(rh.box_roi_pool(feats, [gt], images_.image_sizes)))
         n += len(gt)
         hit5, hit7 = hit5 + int((best >= 0.5).sum()), hit7 + int((best >= 0.7).sum())
+        anc5, anc7 = anc5 + int((prior >= 0.5).sum()), anc7 + int((prior >= 0.7).sum())
         right += int((logits.argmax(1) - 1 == torch.from_numpy(rows[:, 0]).long()).sum())
-    print(f"{opt.weights}: {n} labels in {len(images)} images; RPN recall {hit5 / n:.3f} at IoU >= 0.5, "
+    print(f"{opt.weights}: {n} labels in {len(images)} images; an anchor at IoU >= 0.5 for {anc5 / n:.3f}, >= 0.7 for "
+          f"{anc7 / n:.3f}; RPN recall {hit5 / n:.3f} at IoU >= 0.5, "
           f"{hit7 / n:.3f} at >= 0.7; RoI head: right class for {right / n:.3f} of the labelled boxes")
 
 

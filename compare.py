@@ -58,7 +58,7 @@ from utils.evaluation.stats import PairedDifference, mean_std, paired_difference
 from utils.evaluation.tide import ERRORS, TideResult, tide_errors
 from utils.io.checkpoint import load_checkpoint, save_checkpoint
 from utils.io.files import increment_path, yaml_load, yaml_save
-from utils.torch_utils import LOGGER, time_sync
+from utils.torch_utils import CPUS_ENV, LOGGER, time_sync, usable_cpus
 
 ROOT = Path(__file__).resolve().parent
 RECORD = "compare.json"  # per run: imgsz, and per epoch train/val seconds and the first batch's hash
@@ -238,9 +238,9 @@ class RecordingTrainer(train.Trainer):
         self._epoch = {"train_s": time_sync(self.device) - t0, "first_batch_sha1": self.train_loader.digest}
         return mloss
 
-    def validate(self, run_val: bool):
+    def validate(self, run_val: bool, final: bool = False):
         t0 = time_sync(self.device)
-        results = super().validate(run_val)
+        results = super().validate(run_val, final)
         self._epoch["val_s"] = time_sync(self.device) - t0
         self._epoch["precise_bn_s"] = self.bn_seconds
         return results
@@ -373,6 +373,7 @@ def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: 
     os.dup2(f.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     torch.set_num_threads(threads)
+    os.environ.update({"OMP_NUM_THREADS": str(threads), CPUS_ENV: str(threads)})  # the run's share of the cores
     train_run(exp, cfg, seed, train_args, state, device, budget_min)
 
 
@@ -386,7 +387,7 @@ def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: 
     """Train ``todo`` in order, ``jobs`` at a time, one spawned process per run (no CUDA or thread state is
     forked), each on the least busy of ``gpus`` when given. A failed run is reported with its log once the others
     are done. Ctrl-C stops the running runs (their last.pt stays resumable) and starts no new one."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, usable_cpus() // jobs)
     LOGGER.info(f"training {len(todo)} runs, {jobs} at a time, {threads} torch thread(s) each; each run's output "
                 f"goes to its train.log")
     ctx = multiprocessing.get_context("spawn")

@@ -268,7 +268,7 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
             (save_dir / "labels").mkdir(parents=True, exist_ok=True)
         result, out = DetectResult(save_dir), _Outputs(save_dir, backend.names, opts)
         try:
-            with VideoSinks() as sinks:
+            with VideoSinks() as sinks, backend.host_threads():
                 _loop(src, backend, sinks, out, nms, result)
         finally:
             out.close()

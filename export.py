@@ -320,6 +320,10 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
     if device.type != "cpu" or half:
         raise ValueError(f"--backend {backend} runs FP32 on the CPU; use --backend torch for {device}"
                          + (" with --half" if half else ""))
+    if backend == "auto" and not _head_prefers_runtime(path):
+        LOGGER.info(f"--backend auto: {path.name}'s head runs faster as PyTorch on the CPU (its cpu_runtime flag), "
+                    f"running PyTorch")
+        return load_backend(path, device)
     runtime = next((r for r in ((backend,) if backend != "auto" else CPU_RUNTIMES) if _installed(r)), None)
     if runtime is None:
         if backend != "auto":
@@ -338,6 +342,13 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
         return load_backend(path, device)
     LOGGER.info(f"--backend {backend}: {runtime} ({file})")
     return load_backend(file, device)
+
+
+def _head_prefers_runtime(weights: Path) -> bool:
+    """The checkpoint's head's ``cpu_runtime`` flag (models/heads/base.py); True for a checkpoint without a
+    model YAML (a YOLOv5 one: a Detect head)."""
+    cfg = load_checkpoint(weights).get("yaml")
+    return head_class(cfg).cpu_runtime if cfg else True
 
 
 def _installed(runtime: str) -> bool:

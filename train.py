@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import shutil
 import sys
 import time
 from contextlib import nullcontext
-from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
 
@@ -54,16 +52,19 @@ from utils.torch_utils import (
     DistContext,
     ModelEMA,
     broadcast_object,
+    cpu_training_plan,
     dist_backend,
     ema_schedule,
     has_batchnorm,
     init_distributed,
     init_seeds,
     main_process_first,
+    plain_state,
     precise_bn,
     reduce_mean,
     select_device,
     smart_optimizer,
+    usable_cpus,
 )
 
 ROOT = Path(__file__).resolve().parent
@@ -158,11 +159,16 @@ class Trainer:
         self.scheduler = lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(self.model)
         self.start_epoch, self.best_fitness = 0, 0.0
+        self.best_validated = False  # best.pt is the final epoch's EMA and that validation made the final report
         if opt.resume:
             self._restore_training_state()
         self._build_loaders()
         self._size_ema()
         self.net = self._wrap()  # what batches go through: the model, or the model in DDP
+        if opt.compile:  # the EMA copy (validation) and the checkpoints keep the plain module
+            LOGGER.info(f"--compile: torch.compile(backend={opt.compile!r}); the first batches compile (timed below)")
+            self.net = torch.compile(self.net, backend=opt.compile)
+        self.compile_seconds = 0.0  # --compile: extra time of the first step over a compiled one
         self.criterion = self.model.criterion(self.hyp, self.imgsz, opt.label_smoothing)
         self.tb = TensorBoardLogger(self.save_dir, enabled=self.main)
         self.loss_names = list(self.criterion.loss_names)
@@ -195,7 +201,8 @@ class Trainer:
             if any(k.startswith(f) for f in freeze):
                 LOGGER.info(f"freezing {k}")
                 v.requires_grad = False
-        return model.to(self.device)
+        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
+        return model.to(self.device, memory_format=self.memory_format)
 
     def _restore_training_state(self) -> None:
         ckpt = self.ckpt
@@ -216,11 +223,18 @@ class Trainer:
         """The train loader (this rank's share of each batch), and on rank 0 the val loader, the labels plot and
         AutoAnchor (its anchors reach the other ranks when DDP wraps the model)."""
         opt, hyp, ddp = self.opt, self.hyp, self.dist
-        cpus = max((os.cpu_count() or 1) // ddp.local_world_size, 1)  # a node's cores are shared by its processes
-        workers = min(opt.workers, opt.batch_size // ddp.world_size, cpus)
+        self.cache = None if opt.cache in (None, "none") else opt.cache
+        if self.device.type == "cpu":  # cores to compute first (cpu_training_plan's rule)
+            threads, workers = cpu_training_plan(opt.workers, opt.batch_size // ddp.world_size, ddp.local_world_size)
+            torch.set_num_threads(threads)
+            LOGGER.info(f"CPU: {threads} torch thread(s), {workers} dataloader worker(s) on {usable_cpus()} usable "
+                        f"core(s) (--workers caps the workers; OMP_NUM_THREADS sets the threads)")
+        else:  # YOLOv5's rule: the GPU computes, the cores load
+            cpus = max(usable_cpus() // ddp.local_world_size, 1)  # a node's cores are shared by its processes
+            workers = min(opt.workers, opt.batch_size // ddp.world_size, cpus)
         with main_process_first(ddp):  # rank 0 writes the label cache, the others read it
             self.train_loader, self.dataset = create_dataloader(
-                self.data["train"], self.imgsz, opt.batch_size, self.gs, hyp=hyp, augment=True, cache=opt.cache,
+                self.data["train"], self.imgsz, opt.batch_size, self.gs, hyp=hyp, augment=True, cache=self.cache,
                 rect=opt.rect, workers=workers, shuffle=True, single_cls=opt.single_cls, seed=opt.seed,
                 prefix="train: ", names=self.data["names"], rank=ddp.rank, world_size=ddp.world_size)
         labels = np.concatenate([lb for lb in self.dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
@@ -232,7 +246,7 @@ class Trainer:
         if not self.main:
             return
         self.val_loader = create_dataloader(self.data["val"], self.imgsz, opt.batch_size * 2, self.gs, hyp=hyp,
-                                            cache=None if opt.noval else opt.cache, rect=True, pad=0.5,
+                                            cache=None if opt.noval else self.cache, rect=True, pad=0.5,
                                             workers=workers, single_cls=opt.single_cls, prefix="val: ",
                                             names=self.data["names"])[0]
         if not opt.resume:
@@ -313,9 +327,10 @@ class Trainer:
         opt = self.opt
         self.refresh_bn(epoch)
         final = epoch + 1 == opt.epochs
-        results = self.validate(final or not opt.noval)
+        results = self.validate(final or not opt.noval, final=final)
         fi = float(fitness(np.array(results.metrics()).reshape(1, -1))[0])
         stop = self.stopper(epoch, fi)
+        self.best_validated = final and fi >= self.best_fitness  # save() below writes this epoch to best.pt
         self.best_fitness = max(self.best_fitness, fi)
         self.log_epoch(epoch, mloss, results, lrs)
         if not opt.nosave or final or stop:
@@ -364,13 +379,16 @@ class Trainer:
         self.optimizer.zero_grad()
         for i, (imgs, targets, paths, _) in pbar:
             ni = i + nb * epoch
-            imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            imgs = imgs.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format).float() / 255
             targets = targets.to(self.device)
             if opt.multi_scale:
                 imgs = self.rescale(imgs, epoch, i)
             self.warmup(ni, epoch)
             step = ni - self.last_opt_step >= self.accumulate
+            t_step = time.perf_counter()
             items = self.forward_backward(imgs, targets, sync=step)
+            if opt.compile and ni - nb * self.start_epoch < 2:  # step 0 compiles; step 1 shows the compiled speed
+                self.log_compile(ni - nb * self.start_epoch, time.perf_counter() - t_step)
             if step:
                 self.optimizer_step()
                 self.last_opt_step = ni
@@ -395,6 +413,16 @@ class Trainer:
             self.scaler.scale(loss * self.dist.world_size).backward()
         return items
 
+    def log_compile(self, k: int, seconds: float) -> None:
+        """--compile: the first step's time (tracing and code generation included) and, after the second, the
+        compile overhead and the steps it takes to pay back against eager (bench/README.md: --compile)."""
+        if k == 0:
+            self.compile_seconds = seconds
+            return
+        self.compile_seconds -= seconds
+        LOGGER.info(f"--compile: first step {self.compile_seconds + seconds:.1f} s (compilation "
+                    f"{self.compile_seconds:.1f} s), compiled step {seconds:.2f} s")
+
     def warmup(self, ni: int, epoch: int) -> None:
         """Linear warmup of lr (bias lr falls from warmup_bias_lr), momentum and accumulation."""
         if ni > self.nw:
@@ -418,13 +446,15 @@ class Trainer:
         if self.main:  # the only EMA that is validated and saved
             self.ema.update(self.model)
 
-    def validate(self, run_val: bool) -> validate.ValResult:
+    def validate(self, run_val: bool, final: bool = False) -> validate.ValResult:
+        """The EMA on the val set; the final epoch's validation also prints per-class results and draws the plots
+        (finish() then re-validates best.pt only if it is an earlier epoch's)."""
         if not run_val:
             return validate.ValResult(0.0, 0.0, 0.0, 0.0, [0.0] * len(self.loss_names), np.zeros(self.nc),
                                       (0.0, 0.0, 0.0))
         results = validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
                                single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
-                               plots=False, criterion=self.criterion)
+                               plots=final and not self.opt.noplots, verbose=final, criterion=self.criterion)
         self.maps = np.asarray(results.maps, dtype=float)
         return results
 
@@ -452,8 +482,8 @@ class Trainer:
         self.csv.write_text("\n".join(keep) + "\n")
 
     def checkpoint(self, epoch: int) -> dict:
-        return {"epoch": epoch, "best_fitness": self.best_fitness, "model": deepcopy(self.model.state_dict()),
-                "ema": deepcopy(self.ema.ema.state_dict()), "updates": self.ema.updates,
+        return {"epoch": epoch, "best_fitness": self.best_fitness, "model": plain_state(self.model),
+                "ema": plain_state(self.ema.ema), "updates": self.ema.updates,
                 "optimizer": self.optimizer.state_dict(), "yaml": self.model.yaml, "names": self.names,
                 "opt": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()},
                 "date": datetime.now().isoformat()}
@@ -474,7 +504,10 @@ class Trainer:
                 ckpt.update(model=ckpt["ema"], ema=None, optimizer=None, updates=0, epoch=-1)
                 save_checkpoint(ckpt, f)
         best = self.wdir / "best.pt"
-        if best.exists() and not self.opt.noval:
+        if self.best_validated:  # the same weights, validated with plots a moment ago: not again
+            LOGGER.info(f"{best} is the final epoch's EMA: its validation above is the final one")
+            self.tb.images(sorted(self.save_dir.glob("val_batch*_pred.jpg")), self.opt.epochs - 1)
+        elif best.exists() and not self.opt.noval:
             LOGGER.info(f"\nValidating {best}...")
             model = DetectionModel.from_checkpoint(load_checkpoint(best)).to(self.device)
             validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=model,
@@ -503,7 +536,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noval", action="store_true", help="only validate the final epoch")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
-    p.add_argument("--cache", type=str, nargs="?", const="ram", help="image cache: ram or disk")
+    p.add_argument("--cache", type=str, nargs="?", const="ram", default="auto", choices=["auto", "ram", "disk", "none"],
+                   help="image cache: auto (default: ram when the images take <= 25%% of free memory), ram, disk, none")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 (one per torchrun process), or cpu")
     p.add_argument("--sync-bn", action="store_true", help="DDP: SyncBatchNorm, statistics over all GPUs' images")
     p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
@@ -511,6 +545,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model for training (bare: inductor; off by default, bench/README.md: "
+                        "on this 2-core CPU it pays back after ~1,900 yolov5n steps)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="train in channels_last memory format (default; 1.2x per CPU step on yolov5n, bench/README)")
     p.add_argument("--project", default=str(ROOT / "runs" / "train"))
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,37 +137,38 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     coco = CocoResults.for_dataset(names) if save_json else None
     pbar = tqdm(dataloader, desc=("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50",
                                                           "mAP50-95"), bar_format="{l_bar}{bar:10}{r_bar}")
-    for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
-        t0 = time_sync(dev)
-        im = im.to(dev, non_blocking=True)
-        im = (im.half() if half else im.float()) / 255
-        targets = targets.to(dev)
-        nb, _, height, width = im.shape
-        t1 = time_sync(dev)
-        out = model(im)
-        preds, raw = out if isinstance(out, tuple) else (out, None)  # a Backend returns the decoded tensor only
-        t2 = time_sync(dev)
-        if val_loss and raw is not None:
-            loss += criterion(_float(raw), targets)[1]
-        targets[:, 2:] *= torch.tensor((width, height, width, height), device=dev)
-        preds = postprocess(preds.float(), model.suppressed, conf_thres, iou_thres, multi_label=True,
-                            agnostic=single_cls, max_det=max_det)
-        t3 = time_sync(dev)
-        dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
-        for si, pred in enumerate(preds):
-            if single_cls:
-                pred[:, 5] = 0
-            predn, labelsn = _process_image(si, pred, targets, shapes[si], im.shape[2:], stats, cm)
-            if collect:
-                per_image.append((predn.cpu(), labelsn.cpu()))
-            if save_txt:
-                _save_txt(predn, shapes[si], save_dir / "labels" / f"{Path(paths[si]).stem}.txt", save_conf)
-            if coco is not None:
-                coco.add(paths[si], predn, labelsn)
-        seen += nb
-        if plots and batch_i < 3:
-            plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
-            plot_images(im, _preds_to_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
+    with nullcontext() if training else model.host_threads():  # a CPU runtime owns the cores
+        for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
+            t0 = time_sync(dev)
+            im = im.to(dev, non_blocking=True)
+            im = (im.half() if half else im.float()) / 255
+            targets = targets.to(dev)
+            nb, _, height, width = im.shape
+            t1 = time_sync(dev)
+            out = model(im)
+            preds, raw = out if isinstance(out, tuple) else (out, None)  # a Backend returns the decoded tensor only
+            t2 = time_sync(dev)
+            if val_loss and raw is not None:
+                loss += criterion(_float(raw), targets)[1]
+            targets[:, 2:] *= torch.tensor((width, height, width, height), device=dev)
+            preds = postprocess(preds.float(), model.suppressed, conf_thres, iou_thres, multi_label=True,
+                                agnostic=single_cls, max_det=max_det)
+            t3 = time_sync(dev)
+            dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
+            for si, pred in enumerate(preds):
+                if single_cls:
+                    pred[:, 5] = 0
+                predn, labelsn = _process_image(si, pred, targets, shapes[si], im.shape[2:], stats, cm)
+                if collect:
+                    per_image.append((predn.cpu(), labelsn.cpu()))
+                if save_txt:
+                    _save_txt(predn, shapes[si], save_dir / "labels" / f"{Path(paths[si]).stem}.txt", save_conf)
+                if coco is not None:
+                    coco.add(paths[si], predn, labelsn)
+            seen += nb
+            if plots and batch_i < 3:
+                plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
+                plot_images(im, _preds_to_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
     res = _summarise(stats, nc, names, seen, plots, save_dir, verbose or (nc < 50 and not training))  # YOLOv5's rule
     res.losses = [] if not criterion else (loss / max(len(dataloader), 1)).tolist() if val_loss else \
         [float("nan")] * len(criterion.loss_names)

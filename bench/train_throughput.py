@@ -3,7 +3,7 @@
     python bench/train_throughput.py                          # yolov5n, -decoupled, -decoupled-af at 320, batch 16
     python bench/train_throughput.py --cfg yolov5s.yaml yolox-s.yaml --imgsz 640 --batch-size 8 --steps 5
 
-One step is what train.py does per batch: forward in train mode, the head's own criterion
+One step is what train.py does per batch (channels_last unless ``--no-channels-last``; ``--compile`` as train.py): forward in train mode, the head's own criterion
 (``model.criterion(hyp, imgsz)``: target building, assignment, loss terms), backward, gradient clipping (norm 10)
 and an SGD step (YOLOv5's three parameter groups, hyp.scratch-low), with autocast on CUDA as train.py. Inputs are
 synthetic and fixed: random images and ``--min-objects`` .. ``--max-objects`` boxes per image (uniform count, sides
@@ -49,27 +49,33 @@ def time_steps(cfg: str, opt: argparse.Namespace, device: torch.device) -> tuple
     """ms of each timed training step of ``cfg`` and the number of target boxes in the batch."""
     g = torch.Generator().manual_seed(opt.seed)
     torch.manual_seed(opt.seed)
-    model = DetectionModel(cfg, nc=opt.nc).to(device).train()
+    fmt = torch.channels_last if opt.channels_last else torch.contiguous_format
+    model = DetectionModel(cfg, nc=opt.nc).to(device, memory_format=fmt).train()
+    net = torch.compile(model, backend=opt.compile) if opt.compile else model
     hyp = yaml_load(ROOT / "data" / "hyps" / "hyp.scratch-low.yaml")
     criterion = model.criterion(hyp, opt.imgsz)
     optimizer = smart_optimizer(model, "SGD", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    imgs = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, generator=g).to(device)
+    imgs = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, generator=g).to(device).contiguous(memory_format=fmt)
     targets = synthetic_targets(opt.batch_size, opt.imgsz, opt.nc, opt.min_objects, opt.max_objects, g).to(device)
-    times = []
+    times, first_ms = [], 0.0
     for i in range(opt.warmup + opt.steps):
         t0 = time_sync(device)
         with torch.autocast(device.type, enabled=amp):
-            loss, _ = criterion(model(imgs), targets)
+            loss, _ = criterion(net(imgs), targets)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad()
+        ms = (time_sync(device) - t0) * 1000
+        first_ms = ms if i == 0 else first_ms
         if i >= opt.warmup:
-            times.append((time_sync(device) - t0) * 1000)
+            times.append(ms)
+    if opt.compile:
+        print(f"{cfg}: first step {first_ms / 1000:.1f} s (torch.compile backend {opt.compile!r} included)")
     return times, targets.shape[0]
 
 
@@ -86,6 +92,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or a CUDA index")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                    help="model and images in channels_last, as train.py trains (default)")
+    ap.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                    help="torch.compile the model (bare: inductor); the first step's time is printed")
     ap.add_argument("--json", default=str(ROOT / "runs" / "bench" / "train_throughput.json"))
     opt = ap.parse_args(argv)
     if not 0 <= opt.min_objects <= opt.max_objects:

@@ -240,3 +240,19 @@ def test_results_png_marks_an_unavailable_validation_loss(tmp_path):
     csv_file.write_text("epoch,train/roi_cls_loss,metrics/mAP_0.5,val/roi_cls_loss\n0,0.1,0.2,nan\n1,0.09,0.3,nan\n")
     out = plot_results(csv_file)
     assert out.stat().st_size > 1000  # drawn: the NaN panel says "not available" instead of failing or staying blank
+
+
+def test_backend_auto_keeps_pytorch_for_faster_rcnn(tmp_path, monkeypatch, caplog):
+    """The head's cpu_runtime flag: ONNX Runtime is slower than PyTorch for this model, so 'auto' exports nothing."""
+    import logging
+
+    import export
+    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = DetectionModel(MNV3, nc=3)
+    w = save_checkpoint({"model": model.state_dict(), "ema": None, "yaml": model.yaml,
+                         "names": {0: "a", 1: "b", 2: "c"}}, tmp_path / "frcnn.pt")
+    with caplog.at_level(logging.INFO, logger="headzoo"):
+        b = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(64, 64))
+    assert b.fmt == "pytorch" and "runs faster as PyTorch" in caplog.text
+    assert not (tmp_path / "cache").exists()

@@ -85,3 +85,24 @@ def test_an_unwritable_cache_falls_back_to_pytorch(tmp_path, monkeypatch, caplog
     with caplog.at_level(logging.WARNING, logger="headzoo"):
         b = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64))
     assert b.fmt == "pytorch" and "cannot write the onnxruntime export" in caplog.text
+
+
+def test_torch_ops_around_a_cpu_runtime_run_on_one_thread(tmp_path, cache):
+    """host_threads(): one torch thread while ONNX Runtime owns the cores, the caller's count restored after
+    (also after an error); PyTorch backends keep their threads."""
+    w = _checkpoint(tmp_path / "best.pt")
+    ort_backend = export.runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
+    torch_backend = export.runtime_backend(w, torch.device("cpu"), backend="torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with ort_backend.host_threads():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), ort_backend.host_threads():
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+        with torch_backend.host_threads():
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -105,6 +105,32 @@ def select_device(device: str = "", batch_size: int = 0, local_rank: int = 0,
     return torch.device(f"cuda:{index}")
 
 
+# ------------------------------------------------------------------ CPU cores
+CPUS_ENV = "HEADZOO_CPUS"  # cores one run may use (compare.py --jobs sets it for each run it starts)
+
+
+def usable_cpus() -> int:
+    """Cores this process may use: $HEADZOO_CPUS if set, else its CPU affinity (a container's or taskset's
+    limit, which os.cpu_count() ignores)."""
+    if os.environ.get(CPUS_ENV):
+        return max(1, int(os.environ[CPUS_ENV]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_training_plan(workers: int, batch_size: int, processes: int = 1) -> tuple[int, int]:
+    """(torch threads, dataloader workers) for training on the CPU, from the cores this process may use
+    (``usable_cpus() // processes``). The rule, from bench/README.md "Training speed on the CPU" (issue 18):
+    the model's threads get the cores first, because an OpenMP parallel region waits for its slowest thread and
+    a loader process that takes a core from it stalls every step (2 cores: 2 threads + 2 workers ran 1.13x the
+    wall of 2 threads + 0 workers); loading in the main process costs ~15% of a yolov5n step, less with the
+    image cache. Up to 2 cores: every core computes, workers 0. More: a quarter of the cores load (at least 1),
+    the rest compute. $OMP_NUM_THREADS, when set, fixes the threads; workers never exceed ``workers``."""
+    cores = max(1, usable_cpus() // max(processes, 1))
+    env = os.environ.get("OMP_NUM_THREADS")
+    threads = max(1, int(env)) if env else (cores if cores <= 2 else cores - cores // 4)
+    return threads, max(0, min(workers, batch_size, cores - threads))
+
+
 # ------------------------------------------------------------------ torch.distributed (torchrun)
 DIST_TIMEOUT = timedelta(hours=3)  # rank 0 validates and saves alone while the other ranks wait for its decision
 
@@ -249,9 +275,16 @@ class ModelEMA:
         self.updates += 1
         d = self.current_decay()
         msd = model.state_dict()
-        for k, v in self.ema.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+        keys = [k for k, v in self.ema.state_dict().items() if v.dtype.is_floating_point]
+        ema, src = self.ema.state_dict(), [msd[k].detach() for k in keys]
+        # one fused call per dtype/device group instead of two small ops per tensor (~350 for yolov5n)
+        torch._foreach_lerp_([ema[k] for k in keys], src, 1 - d)
+
+
+def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s state_dict in contiguous memory (a channels_last model's conv weights included), so a
+    checkpoint reads the same whatever memory format the model trained in."""
+    return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
 def has_batchnorm(model: nn.Module) -> bool:

@@ -43,6 +43,9 @@ A head is the last row of a model YAML and owns everything specific to its famil
 8. **Export.** ``export`` is an instance flag: when set, ``decode`` builds its grids inside the traced
    graph, with no Python-side branching that ONNX cannot trace. ``dynamic_export = False`` declares that the
    exported graph holds only the traced batch and size (export.py then refuses ``--dynamic`` in one line).
+   ``cpu_runtime = False`` declares that the model runs faster as PyTorch than through ONNX Runtime on a CPU,
+   so detect.py / val.py ``--backend auto`` keep PyTorch for it (an explicit ``--backend onnxruntime`` still
+   exports).
 
 Label assigners share one result contract, ``utils.assigners.Assignment`` (per prediction the matched
 ground-truth index or -1, and a soft quality target); a head picks its assigner by a YAML argument.
@@ -90,6 +93,7 @@ class Head(nn.Module):
     hyp_keys: tuple[str, ...] = ()
     aux_from: int | None = None  # first neck row copied for a training-only branch (see attach_neck)
     dynamic_export: bool = True  # exported files may take any batch and size (export.py --dynamic)
+    cpu_runtime: bool = True  # --backend auto runs its .pt through ONNX Runtime on a CPU (faster than PyTorch)
     area_flops: bool = True  # FLOPs scale with the input area (YOLOv5 measures at the stride and scales); a
                              # two-stage head's RoI work does not: its model is measured at the size asked for
 

@@ -65,6 +65,7 @@ class FasterRCNNHead(Head):
     val_loss = False
     area_flops = False  # proposals and RoIs are counted per image, not per pixel
     dynamic_export = False  # torchvision's RPN traces the batch's size and count into the graph
+    cpu_runtime = False  # ONNX Runtime 217 ms vs PyTorch 156 ms at 160 px (mnv3 FPN; bench/README.md, issue 15)
 
     def __init__(self, nc: int = 80, anchor_sizes: list | None = None, aspect_ratios: list | None = None,
                  options: dict | None = None, ch: list[int] | tuple[int, ...] = ()):

@@ -56,6 +56,7 @@ CLIP_QUIET = 1e-5  # clipping by less than this (rounding of written labels) is 
 MIN_WH = 1e-6  # normalised box side at or below which a box has zero area
 N_EXAMPLES = 3  # examples kept per issue kind
 NUM_THREADS = min(8, os.cpu_count() or 1)
+AUTO_CACHE_SHARE = 0.25  # --cache auto (the default): cache in RAM when the images take at most this share of it
 ALBUMENTATIONS_TAG = 0x414C  # its own seed stream: installing the package shifts no other augmentation draw
 AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
             "flipud", "fliplr", "mosaic", "mixup")
@@ -118,7 +119,9 @@ def check_dataset(data: str | Path) -> dict:
         if d.get(k):
             out[k] = _resolve_split(d[k], root, k, yaml_file)
     if "generate" in d:
-        from data.generators import ensure_generated  # data/ is optional for users of real datasets only
+        from data.generators import (
+            ensure_generated,  # data/ is optional for users of real datasets only
+        )
 
         ensure_generated(root, d["generate"], source=str(yaml_file), log=LOGGER.info, names=list(names.values()))
     vals = out["val"] if isinstance(out["val"], list) else [out["val"]]
@@ -548,11 +551,15 @@ class LoadImagesAndLabels(Dataset):
         return im, (h0, w0), im.shape[:2]
 
     def cache_images(self, cache: str, prefix: str = "") -> None:
-        """'ram': keep resized images in memory (if they fit); 'disk': save decoded originals as .npy."""
-        if cache not in ("ram", "disk"):
-            raise ValueError(f"cache must be 'ram', 'disk' or None, got {cache!r}")
-        if cache == "ram" and not self._fits_in_ram(prefix):
+        """'ram': keep resized images in memory (if they fit); 'disk': save decoded originals as .npy; 'auto': 'ram'
+        when the resized images take at most ``AUTO_CACHE_SHARE`` of the available memory (all of this machine's
+        training processes together), else no cache. Mosaic reads each image about four times an epoch: the
+        cache saves those decodes and resizes (bench/README.md, issue 18)."""
+        if cache not in ("ram", "disk", "auto"):
+            raise ValueError(f"cache must be 'ram', 'disk', 'auto' or None, got {cache!r}")
+        if cache in ("ram", "auto") and not self._fits_in_ram(prefix, AUTO_CACHE_SHARE if cache == "auto" else 1.0):
             return
+        cache = "ram" if cache == "auto" else cache
         fn = self._save_npy if cache == "disk" else self.load_image
         nbytes = 0
         with ThreadPool(NUM_THREADS) as pool:
@@ -573,20 +580,22 @@ class LoadImagesAndLabels(Dataset):
                 raise FileNotFoundError(f"image {self.im_files[i]} unreadable while caching to disk")
             np.save(self.npy_files[i], im)
 
-    def _fits_in_ram(self, prefix: str, safety: float = 0.1) -> bool:
-        """Estimate the cache size from up to 30 images and compare with MemAvailable (Linux)."""
+    def _fits_in_ram(self, prefix: str, share: float = 1.0, safety: float = 0.1) -> bool:
+        """Estimate the cache size from up to 30 images; it fits when it is below ``share`` of MemAvailable (Linux),
+        counted once per training process on this machine (torchrun's LOCAL_WORLD_SIZE)."""
         k = min(self.n, 30)
         sample = sum(self.load_image(i)[0].nbytes for i in range(k))
-        need = sample * self.n / k * (1 + safety)
+        need = sample * self.n / k * (1 + safety) * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         try:
             with open("/proc/meminfo") as f:
                 avail = next(int(x.split()[1]) * 1024 for x in f if x.startswith("MemAvailable"))
         except (OSError, StopIteration):
+            return share >= 1.0  # unknown memory: an explicit --cache ram is obeyed, 'auto' does not cache
+        if need < avail * share:
             return True
-        if need < avail:
-            return True
-        LOGGER.warning(f"{prefix}WARNING: not caching images: {need / 1e9:.1f} GB needed, "
-                       f"{avail / 1e9:.1f} GB available")
+        what = "--cache auto: images not cached" if share < 1 else "WARNING: not caching images"
+        LOGGER.warning(f"{prefix}{what}: {need / 1e9:.1f} GB needed, {avail * share / 1e9:.1f} GB allowed "
+                       f"({share:.0%} of {avail / 1e9:.1f} GB available)")
         return False
 
     # -------------------------------------------------------------- items

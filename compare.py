@@ -15,8 +15,8 @@ the cfgs share (backbone, neck) start from the same initial weights: the runs of
 ``runs/compare/exp{N}/<cfg stem>/seed<s>/`` (train.py's run layout inside) plus ``compare.json`` per run (seconds
 per epoch, a hash of each epoch's first batch). A re-run with ``--name expN --exist-ok`` or ``--resume`` skips
 finished runs and resumes interrupted ones from their last.pt. With ``--jobs N`` up to N runs train at once, each in
-its own process with cpu_count // N torch threads and its output in ``<run>/train.log``: small models use CPU cores
-poorly, so on a 2-core CPU two one-thread runs finish a comparison ~1.3x sooner than one two-thread run at a time
+its own process with (usable cores // N) torch threads, no loader workers (train.py's CPU rule on that share), and
+its output in ``<run>/train.log``: small models use CPU cores poorly, so on a 2-core CPU two one-thread runs finish a comparison ~1.3x sooner than one two-thread run at a time
 (the report's train seconds per epoch are then those of a shared machine). With ``--device 0,1,2,3`` (several GPUs)
 the runs are spread over the GPUs: max(--jobs, number of GPUs) at once, each run on one GPU, the least busy.
 
@@ -91,7 +91,7 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="paired bootstrap resamples of the val images per seed and pair (0: skip)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs trained at once, each in its own process (cpu_count // jobs torch threads, output in "
+                   help="runs trained at once, each in its own process (usable cores // jobs torch threads, output in "
                         "<run>/train.log)")
     opt, train_args = p.parse_known_args(argv)
     if not opt.resume and not opt.cfg:

@@ -3,6 +3,7 @@
     python bench/vs_yolov5.py --yolov5 ../refvenv/lib/python3.11/site-packages/yolov5 --python ../refvenv/bin/python
     python bench/vs_yolov5.py --yolov5 ~/src/yolov5 --tasks latency --sizes 320 640 --rounds 5 --runs 10
 
+Latency rows also give GFLOP/s (thop, fused model) and the header the CPU's nominal FP32 peak.
 ``--yolov5`` is a YOLOv5 v7.0 checkout or the ``yolov5==7.0.14`` pip package's folder, run by ``--python`` (an
 interpreter that can import it; bench/README.md says how to set one up). Nothing is downloaded or vendored: the
 reference runs in its own process. Three tasks:
@@ -11,9 +12,10 @@ reference runs in its own process. Three tasks:
   ``--rounds`` blocks (YOLOv5, then ours eager, then ours on the default CPU path: the cached ONNX Runtime export
   detect.py and val.py use), so load drifts hit every side alike; medians and ratios ours / YOLOv5.
 - ``detect``: detect.py end-to-end on the built-in demo video with the same weights (a YOLOv5 checkpoint written by
-  YOLOv5's code, which our detect.py reads too), default flags on both sides, timed around each ``run()`` call.
+  YOLOv5's code, which our detect.py reads too), default flags on both sides, timed around each ``run()`` call, two
+  rounds: the first includes our one-time export into the runtime cache, the second (the headline) reuses it.
 - ``train``: wall time of each side's train.py, default flags, yolov5n, 320 px, batch 16, 2 epochs on the same 256
-  generated images, run one after the other.
+  generated images, ``--train-rounds`` times with the order alternating; the ratio of the medians.
 
 Prints the table and writes ``runs/bench/vs_yolov5.json``.
 """

@@ -183,7 +183,7 @@ def _step(batch: SourceBatch, backend: Backend, nms: dict,
     """Pre-process, infer, NMS one batch -> (input, detections per image, inference seconds)."""
     dev = backend.device
     t0 = time_sync(dev)
-    im = torch.from_numpy(batch.im).to(dev).to(backend.dtype) / 255  # (B, 3, H, W) in [0, 1]
+    im = torch.from_numpy(batch.im).to(dev, backend.dtype).div_(255)  # (B, 3, H, W) in [0, 1], one new tensor
     t1 = time_sync(dev)
     pred = backend(im)
     t2 = time_sync(dev)

@@ -63,7 +63,7 @@ def time_steps(cfg: str, opt: argparse.Namespace, device: torch.device) -> tuple
     for i in range(opt.warmup + opt.steps):
         t0 = time_sync(device)
         with torch.autocast(device.type, enabled=amp):
-            loss, _ = criterion(net(imgs), targets)
+            loss, _ = criterion(net(imgs, targets), targets)  # the targets reach heads that need them (R-CNN)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)

@@ -546,8 +546,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                   help="torch.compile the model for training (bare: inductor; off by default, bench/README.md: "
-                        "on this 2-core CPU it pays back after ~1,900 yolov5n steps)")
+                   help="torch.compile the model for training (bare: inductor; off by default, bench/README.md: on "
+                        "2 CPU cores ~10%% a yolov5n step for ~75 s of compiling, ~5 s with inductor's cache warm)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="train in channels_last memory format (default; 1.2x per CPU step on yolov5n, bench/README)")
     p.add_argument("--project", default=str(ROOT / "runs" / "train"))

@@ -250,8 +250,8 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
     ``backend`` runs a .pt on the CPU through a cached ONNX Runtime export ('auto', 'onnxruntime', 'openvino') or
     as PyTorch ('torch'): export.runtime_backend."""
     dev = select_device(device)
-    if half and dev.type != "cuda":
-        LOGGER.warning(f"WARNING: --half runs on CUDA only; device is {dev}, running FP32")
+    if half and dev.type not in ("cuda", "cpu"):
+        LOGGER.warning(f"WARNING: --half runs on CUDA (FP16) or the CPU (BF16); device is {dev}, running FP32")
         half = False
     size = [imgsz] if isinstance(imgsz, int) else list(imgsz)
     backend = runtime_backend(weights, dev, half, backend, tuple((size * 2)[:2]))
@@ -314,7 +314,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
-    p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
+    p.add_argument("--half", action="store_true",
+                   help="half precision: FP16 on CUDA; BF16 through OpenVINO on a CPU with AVX512-BF16/AMX")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="how a .pt runs on the CPU: auto (the fastest installed runtime, via a cached export), "

@@ -119,7 +119,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     else:
         dev = select_device(device, batch_size)
         size = imgsz or data.get("imgsz", 640)
-        model = runtime_backend(weights, dev, half and dev.type == "cuda", backend, (size, size))
+        model = runtime_backend(weights, dev, half and dev.type in ("cuda", "cpu"), backend, (size, size))
         half = model.fp16
         save_dir, imgsz, dataloader = _standalone_setup(model, data, weights, batch_size, imgsz, task, workers,
                                                         single_cls, save_txt, Path(project) / name, exist_ok)
@@ -293,7 +293,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project", default=ROOT / "runs" / "val")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
-    p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
+    p.add_argument("--half", action="store_true",
+                   help="half precision: FP16 on CUDA; BF16 through OpenVINO on a CPU with AVX512-BF16/AMX")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="how a .pt runs on the CPU: auto (the fastest installed runtime, via a cached export), "
                         "torch, onnxruntime, openvino")

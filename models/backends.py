@@ -89,6 +89,7 @@ class Backend:
     imgsz: tuple[int, int] | None = None  # fixed (H, W) of a static export; None = any
     model: DetectionModel | None = field(default=None, repr=False)  # the PyTorch model behind a .pt
     suppressed: bool = False  # outputs are final detections: no NMS (models/heads/base.py)
+    bf16: bool = False  # computes in BF16 inside the runtime (OpenVINO --half on a BF16 CPU); inputs stay FP32
 
     @property
     def nc(self) -> int:
@@ -144,7 +145,8 @@ class Backend:
     def describe(self) -> str:
         shape = "dynamic" if self.dynamic else f"batch {self.batch or 'any'}, " + (
             f"{self.imgsz[0]}x{self.imgsz[1]}" if self.imgsz else "any size")
-        return (f"{self.weights} ({self.fmt}, {'FP16' if self.fp16 else 'FP32'}, {shape}, stride {self.stride}, "
+        precision = "FP16" if self.fp16 else "BF16 compute" if self.bf16 else "FP32"
+        return (f"{self.weights} ({self.fmt}, {precision}, {shape}, stride {self.stride}, "
                 f"{self.nc} classes) on {self.device}")
 
 
@@ -159,8 +161,8 @@ def _run_fixed_batch(run_fn: Callable[[Tensor], Tensor], im: Tensor, batch: int)
 
 def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: bool = False,
                  fuse: bool = True) -> Backend:
-    """The backend for ``weights`` by suffix. ``half`` runs a ``.pt`` in FP16 (CUDA only); an exported file
-    keeps the precision it was exported with."""
+    """The backend for ``weights`` by suffix. ``half`` runs a ``.pt`` in FP16 (CUDA only), or an OpenVINO model
+    in BF16 on a CPU that has it (``cpu_bf16``); other exported files keep the precision they were exported with."""
     path, device = Path(weights), torch.device(device)
     fmt = weights_format(path)
     if fmt is None:
@@ -169,8 +171,9 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
     if not (path.is_file() if fmt.startswith(".") else path.is_dir()):
         raise FileNotFoundError(f"--weights {weights}: {'file' if fmt.startswith('.') else 'folder'} not found "
                                 f"(weights are local files: nothing is downloaded)")
-    if half and device.type != "cuda":
-        raise ValueError(f"--half needs a CUDA device, got {device}; FP16 inference on CPU is not supported")
+    if half and device.type != "cuda" and fmt != "_openvino_model":
+        raise ValueError(f"--half needs a CUDA device, got {device}; on a CPU only OpenVINO models run reduced "
+                         f"precision (BF16), and FP16 is not supported")
     loader = {".pt": _load_pytorch, ".torchscript": _load_torchscript, ".onnx": _load_onnx,
               "_openvino_model": _load_openvino, "_ncnn_model": _load_ncnn}[fmt]
     backend = loader(path, device, half, fuse)
@@ -372,7 +375,9 @@ def _load_openvino(path: Path, device: torch.device, half: bool, fuse: bool) -> 
     xml, where = _one_file(path, "*.xml"), str(path)
     _cpu_only("openvino", device)
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
+    if half and not cpu_bf16():
+        raise ValueError(f"{path}: --half on the CPU computes in BF16, which this CPU lacks (AVX512-BF16 or AMX)")
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "bf16" if half else "f32"}
     try:
         compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
     except RuntimeError as e:
@@ -389,7 +394,17 @@ def _load_openvino(path: Path, device: torch.device, half: bool, fuse: bool) -> 
         return torch.from_numpy(np.array(y)).to(im.device)  # copy: the request reuses its output buffer
 
     return Backend(run_fn, "openvino", path, device, _meta_stride(meta.get("stride"), where), names, False, batch,
-                   imgsz, suppressed=_meta_bool(meta.get("suppressed"), where, "suppressed"))
+                   imgsz, suppressed=_meta_bool(meta.get("suppressed"), where, "suppressed"), bf16=half)
+
+
+def cpu_bf16() -> bool:
+    """OpenVINO is installed and this CPU computes BF16 natively (AVX512-BF16 or AMX: OpenVINO's 'BF16'
+    optimization capability), so --half on the CPU can run OpenVINO at BF16."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _load_ncnn(path: Path, device: torch.device, half: bool, fuse: bool) -> Backend:

@@ -226,12 +226,14 @@ def test_ctrl_c_ends_cleanly_with_a_playable_mp4(weights, tmp_path, ctrl_c):
 
 
 def test_view_img_headless_and_half_on_cpu_warn_and_continue(weights, image_dir, tmp_path, monkeypatch, caplog):
+    import export
+    monkeypatch.setattr(export, "cpu_bf16", lambda: False)  # the FP32 fallback, whatever this CPU has
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with caplog.at_level(logging.WARNING, logger="headzoo"):
         r = detect.run(weights, image_dir, imgsz=64, view_img=True, half=True, device="cpu", project=tmp_path)
     assert "no display" in caplog.text and r.frames == 3 and (r.save_dir / "im0.jpg").is_file()
-    assert "--half runs on CUDA only" in caplog.text
+    assert "--half on the CPU:" in caplog.text and "running FP32" in caplog.text
 
 
 def test_view_img_window_error_warns_and_continues(weights, image_dir, tmp_path, monkeypatch, caplog):

@@ -106,3 +106,41 @@ def test_torch_ops_around_a_cpu_runtime_run_on_one_thread(tmp_path, cache):
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_half_on_the_cpu_falls_back_to_fp32_with_a_reason(tmp_path, cache, monkeypatch, caplog):
+    w = _checkpoint(tmp_path / "best.pt")
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.WARNING, logger="headzoo"):
+        b = export.runtime_backend(w, cpu, half=True, backend="torch")
+    assert b.fmt == "pytorch" and not b.fp16 and not b.bf16
+    assert "--half on the CPU: it runs BF16 through OpenVINO only" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(export, "_installed", lambda runtime: runtime != "openvino")
+    with caplog.at_level(logging.WARNING, logger="headzoo"):
+        b = export.runtime_backend(w, cpu, half=True, backend="auto", imgsz=(64, 64))
+    assert b.fmt == "onnx" and "it needs OpenVINO" in caplog.text  # FP32 on the default runtime
+    caplog.clear()
+    monkeypatch.setattr(export, "_installed", lambda runtime: True)
+    monkeypatch.setattr(export, "cpu_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="headzoo"):
+        export.runtime_backend(w, cpu, half=True, backend="torch")
+        export._cpu_half(w, "auto")
+    assert "this CPU has no BF16" in caplog.text
+    onnx_file = export.cached_export(w, "onnxruntime", (64, 64))[0]
+    with pytest.raises(ValueError, match="only OpenVINO models run reduced precision"):
+        export.load_backend(onnx_file, cpu, half=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="optional: pip install openvino")
+def test_half_on_a_bf16_cpu_runs_openvino_close_to_fp32(tmp_path, cache):
+    from models.backends import cpu_bf16
+    if not cpu_bf16():
+        pytest.skip("this CPU has no BF16 (AVX512-BF16 or AMX)")
+    w = _checkpoint(tmp_path / "best.pt")
+    b = export.runtime_backend(w, torch.device("cpu"), half=True, backend="auto", imgsz=(64, 64))
+    assert b.fmt == "openvino" and b.bf16 and "BF16" in b.describe()
+    im = torch.rand(1, 3, 64, 96)
+    got, want = b(im), export.runtime_backend(w, torch.device("cpu"), backend="torch")(im)
+    torch.testing.assert_close(got[..., :4], want[..., :4], rtol=0.05, atol=0.5)  # boxes, px: BF16 keeps ~3 digits
+    torch.testing.assert_close(got[..., 4:], want[..., 4:], rtol=0, atol=0.03)  # objectness and class scores

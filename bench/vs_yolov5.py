@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import detect  # noqa: E402
 import export  # noqa: E402
+from models.backends import cpu_bf16  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.data.dataloaders import check_dataset  # noqa: E402
 from utils.io.checkpoint import save_checkpoint  # noqa: E402
@@ -131,22 +132,29 @@ def latency(ref: Reference, cfgs: list[str], sizes: list[int], rounds: int, runs
             gflops = thop_gflops(model, torch.zeros(1, 3, size, size))  # fused: the arithmetic actually run
             x = torch.zeros(1, 3, size, size)
             default = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(size, size))
-            t = {"yolov5": [], "ours_eager": [], "ours_default": []}
+            sides = {"ours_eager": model, "ours_default": default}
+            if cpu_bf16():  # the opt-in --half on the CPU: OpenVINO in BF16 (changes outputs beyond the 1e-3 check)
+                sides["ours_half_bf16"] = export.runtime_backend(w, torch.device("cpu"), half=True, imgsz=(size, size))
+            t = {"yolov5": [], **{k: [] for k in sides}}
             for _ in range(rounds):  # interleaved blocks: the same load for every side
                 t["yolov5"] += ref.ask(do="latency", cfg=cfg, size=size, runs=runs)
-                t["ours_eager"] += _time(model, x, runs)
-                t["ours_default"] += _time(default, x, runs)
+                for k, fn in sides.items():
+                    t[k] += _time(fn, x, runs)
             med = {k: float(np.median(v)) for k, v in t.items()}
             rows.append({"cfg": cfg, "size": size, **{f"{k}_ms": v for k, v in med.items()},
                          "default_backend": default.fmt, "gflops": gflops,
                          **{f"{k}_gflop_s": gflops / v * 1000 for k, v in med.items() if gflops},
                          "ratio_eager": med["ours_eager"] / med["yolov5"],
-                         "ratio_default": med["ours_default"] / med["yolov5"]})
+                         "ratio_default": med["ours_default"] / med["yolov5"],
+                         **({"ratio_half_bf16": med["ours_half_bf16"] / med["yolov5"]} if "ours_half_bf16" in med
+                            else {})})
             print(f"latency {cfg} @{size}: YOLOv5 {med['yolov5']:.1f} ms, ours eager {med['ours_eager']:.1f} ms "
                   f"({rows[-1]['ratio_eager']:.2f}x), ours default ({default.fmt}) {med['ours_default']:.1f} ms "
                   f"({rows[-1]['ratio_default']:.2f}x)" + (f"; {gflops:.1f} GFLOPs (fused): YOLOv5 "
                   f"{gflops / med['yolov5'] * 1000:.0f} GFLOP/s, ours default {gflops / med['ours_default'] * 1000:.0f}"
-                  f" GFLOP/s" if gflops else ""), flush=True)
+                  f" GFLOP/s" if gflops else "") + (f"; ours --half (OpenVINO BF16) {med['ours_half_bf16']:.1f} ms "
+                  f"({rows[-1]['ratio_half_bf16']:.2f}x" + (f", {gflops / med['ours_half_bf16'] * 1000:.0f} GFLOP/s)"
+                  if gflops else ")") if "ours_half_bf16" in med else ""), flush=True)
     return rows
 
 
@@ -246,7 +254,7 @@ def main() -> None:
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {opt.threads} torch thread(s) per side")
     peak = fp32_peak()
     print(f"CPU: {peak['cores']} usable core(s), {peak['isa']} at {peak['mhz']:.0f} MHz: nominal FP32 peak "
-          f"{peak['gflop_s']:.0f} GFLOP/s" + (" (the CPU also has AMX-BF16, not used: FP32 throughout)"
+          f"{peak['gflop_s']:.0f} GFLOP/s" + (" (the CPU also has AMX-BF16: only the --half column uses it)"
                                              if peak["amx_bf16"] else ""))
     tmp = Path(tempfile.mkdtemp(prefix="vs_yolov5_"))
     os.environ[export.CACHE_ENV] = str(tmp / "runtime_cache")  # this run's exports stay in its own folder

@@ -64,6 +64,7 @@ from utils.torch_utils import (
     reduce_mean,
     select_device,
     smart_optimizer,
+    time_sync,
     usable_cpus,
 )
 
@@ -385,10 +386,11 @@ class Trainer:
                 imgs = self.rescale(imgs, epoch, i)
             self.warmup(ni, epoch)
             step = ni - self.last_opt_step >= self.accumulate
-            t_step = time.perf_counter()
+            timed = opt.compile and ni - nb * self.start_epoch < 2  # step 0 compiles; step 1 shows the compiled speed
+            t_step = time_sync(self.device) if timed else 0.0
             items = self.forward_backward(imgs, targets, sync=step)
-            if opt.compile and ni - nb * self.start_epoch < 2:  # step 0 compiles; step 1 shows the compiled speed
-                self.log_compile(ni - nb * self.start_epoch, time.perf_counter() - t_step)
+            if timed:
+                self.log_compile(ni - nb * self.start_epoch, time_sync(self.device) - t_step)
             if step:
                 self.optimizer_step()
                 self.last_opt_step = ni
@@ -414,8 +416,8 @@ class Trainer:
         return items
 
     def log_compile(self, k: int, seconds: float) -> None:
-        """--compile: the first step's time (tracing and code generation included) and, after the second, the
-        compile overhead and the steps it takes to pay back against eager (bench/README.md: --compile)."""
+        """--compile: after the second step, the first step's time (tracing and code generation included), the
+        compile overhead (first minus second) and a compiled step's time (bench/README.md: --compile)."""
         if k == 0:
             self.compile_seconds = seconds
             return

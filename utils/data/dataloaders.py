@@ -119,9 +119,7 @@ def check_dataset(data: str | Path) -> dict:
         if d.get(k):
             out[k] = _resolve_split(d[k], root, k, yaml_file)
     if "generate" in d:
-        from data.generators import (
-            ensure_generated,  # data/ is optional for users of real datasets only
-        )
+        from data.generators import ensure_generated  # data/ is optional for users of real datasets only
 
         ensure_generated(root, d["generate"], source=str(yaml_file), log=LOGGER.info, names=list(names.values()))
     vals = out["val"] if isinstance(out["val"], list) else [out["val"]]

@@ -113,7 +113,7 @@ class Backend:
         """While a CPU runtime with its own thread pool (ONNX Runtime, OpenVINO, ncnn) owns the cores, torch's ops
         around it (pre-processing, NMS, metrics) run on one thread: the runtime's threads keep spinning for a while
         after each call, and torch's second thread then waits for a core (detect.py on the demo video: pre-process
-        4.5 ms -> 0.9 ms a frame; bench/README.md "Detection speed on the CPU")."""
+        4.5 ms -> 1.3 ms a frame; bench/README.md "Issue 18's acceptance runs")."""
         if self.fmt not in ("onnx", "openvino", "ncnn") or self.device.type != "cpu":
             yield
             return

@@ -119,12 +119,13 @@ def usable_cpus() -> int:
 
 def cpu_training_plan(workers: int, batch_size: int, processes: int = 1) -> tuple[int, int]:
     """(torch threads, dataloader workers) for training on the CPU, from the cores this process may use
-    (``usable_cpus() // processes``). The rule, from bench/README.md "Training speed on the CPU" (issue 18):
-    the model's threads get the cores first, because an OpenMP parallel region waits for its slowest thread and
-    a loader process that takes a core from it stalls every step (2 cores: 2 threads + 2 workers ran 1.13x the
-    wall of 2 threads + 0 workers); loading in the main process costs ~15% of a yolov5n step, less with the
-    image cache. Up to 2 cores: every core computes, workers 0. More: a quarter of the cores load (at least 1),
-    the rest compute. $OMP_NUM_THREADS, when set, fixes the threads; workers never exceed ``workers``."""
+    (``usable_cpus() // processes``). The rule, from bench/README.md "Issue 18's acceptance runs": the model's
+    threads get the cores first, because an OpenMP parallel region waits for its slowest thread and a loader
+    process that takes a core from it stalls every step (2 cores: 2 threads + 2 workers ran 1.12x the wall of
+    2 threads + 0 workers); loading in the main process costs ~15% of a yolov5n step, less with the image cache.
+    Up to 2 cores: every core computes, workers 0. More: ``cores // 4`` of them load, the rest compute (not
+    measured: the development VM has 2 cores). $OMP_NUM_THREADS, when set, fixes the threads; workers never
+    exceed ``workers``."""
     cores = max(1, usable_cpus() // max(processes, 1))
     env = os.environ.get("OMP_NUM_THREADS")
     threads = max(1, int(env)) if env else (cores if cores <= 2 else cores - cores // 4)

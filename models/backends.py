@@ -4,7 +4,8 @@
     .torchscript  torch.jit module written by export.py (metadata in the ``config.txt`` extra file)
     .onnx         ONNX Runtime session (CPU; CUDA when asked for and available; metadata in metadata_props),
                   with torch's intra-op thread count (``torch.set_num_threads`` / OMP_NUM_THREADS)
-    *_openvino_model/  OpenVINO IR (.xml + .bin) compiled for CPU in FP32 (optional package ``openvino``)
+    *_openvino_model/  OpenVINO IR (.xml + .bin) compiled for CPU in FP32, or BF16 with ``half`` on a CPU that has it
+                       (optional package ``openvino``)
     *_ncnn_model/      ncnn .param + .bin from pnnx, batch 1, FP32 (optional package ``ncnn``)
 
 Shape shorthand: B batch, H/W input height/width (multiples of the stride), N predictions, nc classes.

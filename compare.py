@@ -16,9 +16,10 @@ the cfgs share (backbone, neck) start from the same initial weights: the runs of
 per epoch, a hash of each epoch's first batch). A re-run with ``--name expN --exist-ok`` or ``--resume`` skips
 finished runs and resumes interrupted ones from their last.pt. With ``--jobs N`` up to N runs train at once, each in
 its own process with (usable cores // N) torch threads, no loader workers (train.py's CPU rule on that share), and
-its output in ``<run>/train.log``: small models use CPU cores poorly, so on a 2-core CPU two one-thread runs finish a comparison ~1.3x sooner than one two-thread run at a time
-(the report's train seconds per epoch are then those of a shared machine). With ``--device 0,1,2,3`` (several GPUs)
-the runs are spread over the GPUs: max(--jobs, number of GPUs) at once, each run on one GPU, the least busy.
+its output in ``<run>/train.log``: small models use CPU cores poorly, so on a 2-core CPU two one-thread runs finish
+a comparison ~1.3x sooner than one two-thread run at a time (the report's train seconds per epoch are then those
+of a shared machine). With ``--device 0,1,2,3`` (several GPUs) the runs are spread over the GPUs: max(--jobs,
+number of GPUs) at once, each run on one GPU, the least busy.
 
 The report (report.md, report.csv, map_vs_epoch.png, loss_curves.png, speed_accuracy.png in the exp folder) has,
 per cfg, parameters and GFLOPs (thop at the run's imgsz, unfused), latency (batch 1, fused, median), train seconds

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import yaml
 
-from models.backends import Backend, cpu_bf16, load_backend, load_model, require
+from models.backends import Backend, cpu_bf16, load_backend, load_model, require, weights_format
 from models.yolo import DetectionModel, head_class
 from utils.data.augmentations import letterbox, round_to_stride
 from utils.io.checkpoint import load_checkpoint
@@ -361,8 +361,7 @@ def _cpu_half(path: Path, backend: str) -> bool:
     """--half on the CPU: True when it can run (a .pt or OpenVINO model, OpenVINO installed, a BF16 CPU); else a
     warning, and the run is FP32."""
     why = None
-    if backend not in ("auto", "openvino") or path.suffix not in (".pt", "") or (
-            path.suffix == "" and not path.name.endswith("_openvino_model")):
+    if backend not in ("auto", "openvino") or weights_format(path) not in (".pt", "_openvino_model"):
         why = f"it runs BF16 through OpenVINO only ({path.name}, --backend {backend})"
     elif not _installed("openvino"):
         why = "it needs OpenVINO (pip install openvino)"

@@ -119,7 +119,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     else:
         dev = select_device(device, batch_size)
         size = imgsz or data.get("imgsz", 640)
-        model = runtime_backend(weights, dev, half and dev.type in ("cuda", "cpu"), backend, (size, size))
+        model = runtime_backend(weights, dev, half, backend, (size, size))
         half = model.fp16
         save_dir, imgsz, dataloader = _standalone_setup(model, data, weights, batch_size, imgsz, task, workers,
                                                         single_cls, save_txt, Path(project) / name, exist_ok)

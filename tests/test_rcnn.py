@@ -256,3 +256,64 @@ def test_backend_auto_keeps_pytorch_for_faster_rcnn(tmp_path, monkeypatch, caplo
         b = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(64, 64))
     assert b.fmt == "pytorch" and "runs faster as PyTorch" in caplog.text
     assert not (tmp_path / "cache").exists()
+
+
+def _rois(n: int, images: int, h: int, w: int, scale: float, g: torch.Generator) -> torch.Tensor:
+    """(n, 5) float64 RoIs in image pixels: partly outside the map, tiny (< 1 cell), and whole-map ones."""
+    side = torch.tensor([w / scale, h / scale], dtype=torch.float64)
+    xy = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2) * side
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * side * torch.rand(n, 1, generator=g, dtype=torch.float64)
+    wh[: n // 10] *= 0.01
+    rois = torch.cat((torch.randint(0, images, (n, 1), generator=g).double(), xy, xy + wh), 1)
+    rois[-3:, 1:] = torch.tensor([0.0, 0.0, w / scale, h / scale])
+    return rois
+
+
+@pytest.mark.parametrize("h, w, scale, grid", [(5, 5, 1 / 32, 2), (7, 11, 1 / 16, 2), (13, 9, 0.25, 3),
+                                               (1, 1, 1 / 32, 2), (20, 20, 1 / 8, 1)])
+def test_roi_align_matmul_backward_equals_torchvision(h, w, scale, grid):
+    from models.heads.rcnn import _RoIAlignMatmulGrad
+
+    g = torch.Generator().manual_seed(h * w)
+    f = torch.randn(3, 6, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = _rois(200, 3, h, w, scale, g)
+    # 7-cell RoIs (bins of 1 cell) whose outermost sample points fall exactly on the map's limits -1 and H / W,
+    # still sampled there (exact in binary for grids 1 and 2)
+    far, near = torch.tensor([w, h]) - 6 - (grid - 0.5) / grid, torch.full((2,), -1 - 0.5 / grid)
+    rois[:2, 1:3] = torch.stack((far, near)).double() / scale
+    rois[:2, 3:] = rois[:2, 1:3] + 7 / scale
+    up = torch.randn(200, 6, 7, 7, generator=g, dtype=torch.float64)
+    ref = torchvision.ops.roi_align(f, rois, (7, 7), scale, grid)
+    (ref_grad,) = torch.autograd.grad((ref * up).sum(), f)
+    out = _RoIAlignMatmulGrad.apply(f, rois, (7, 7), scale, grid)
+    (grad,) = torch.autograd.grad((out * up).sum(), f)
+    assert torch.equal(out, ref)  # torchvision's own forward
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_roi_pool_is_torchvision_multiscale_roi_align_with_a_faster_backward():
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from models.heads.rcnn import SEPARABLE_MAX_CELLS, RoIAlignPool
+
+    g = torch.Generator().manual_seed(0)
+    # level "0" (26x26 = 676 cells) is above the matmul limit (torchvision's backward), "1" and "2" below it
+    assert 13 * 13 <= SEPARABLE_MAX_CELLS < 26 * 26
+    x = {k: torch.randn(2, 4, s, s, generator=g, dtype=torch.float64, requires_grad=True)
+         for k, s in (("0", 26), ("1", 13), ("2", 7))}
+    boxes = [_rois(60, 1, 26, 26, 1 / 8, g)[:, 1:].clamp(0, 207) for _ in range(2)]
+    boxes = [torch.cat((b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)), 1) for b in boxes]
+    boxes[1][:5] = torch.tensor([0.0, 0.0, 208.0, 208.0])  # large: mapped to the coarsest level
+    shapes = [(208, 208)] * 2
+    levels = {"featmap_names": ["0", "1", "2"], "output_size": 7, "sampling_ratio": 2, "canonical_scale": 56}
+    ours, theirs = RoIAlignPool(**levels), MultiScaleRoIAlign(**levels)  # boxes of 56+ px reach level "1"
+    out, ref = ours(x, boxes, shapes), theirs(x, boxes, shapes)
+    assert torch.equal(out, ref)
+    up = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((out * up).sum(), list(x.values()))
+    ref_grads = torch.autograd.grad((ref * up).sum(), list(x.values()))
+    for a, b in zip(grads, ref_grads):
+        assert b.abs().sum() > 0  # every level received RoIs
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # eval: torchvision's path as it is
+        assert torch.equal(ours(x, boxes, shapes), theirs(x, boxes, shapes))

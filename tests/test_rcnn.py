@@ -208,9 +208,10 @@ def test_onnx_export_is_static_and_a_dynamic_request_is_refused(tmp_path):
     assert f.is_file() and diff < 1e-3
 
 
-def test_training_losses_equal_torchvision_on_the_same_batch():
+def test_training_losses_and_gradients_equal_torchvision_on_the_same_batch():
     """Our targets -> torchvision's, the letterboxed batch as torchvision's ImageList: the four losses of a training
-    step equal those of torchvision's own model (same weights, same random sampling)."""
+    step equal those of torchvision's own model (same weights, same random sampling), and so do the gradients of
+    every weight (ours pass RoIAlign's matmul backward: the same sums in another order)."""
     torch.manual_seed(0)
     tv = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None, num_classes=4,
                                            box_batch_size_per_image=64).train()  # the YAML's one change
@@ -231,6 +232,13 @@ def test_training_losses_equal_torchvision_on_the_same_batch():
     torch.manual_seed(1)
     ours = model.train()(x, targets).losses
     assert set(ours) == set(ref) and all(torch.equal(ours[k], ref[k]) for k in ref)
+    sum(ours.values()).backward()
+    sum(ref.values()).backward()
+    ref_grads = torchvision_to_rows({k: p.grad for k, p in tv.named_parameters() if p.grad is not None}, model.model)
+    grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert set(grads) == set(ref_grads) and len(grads) > 50
+    for k, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
 def test_results_png_marks_an_unavailable_validation_loss(tmp_path):

@@ -236,26 +236,34 @@ class _RoIAlignMatmulGrad(torch.autograd.Function):
 
 
 class RoIAlignPool(MultiScaleRoIAlign):
-    """torchvision's MultiScaleRoIAlign — its level mapping and its ``roi_align`` forward, unchanged — whose CPU
-    training backward on levels of <= SEPARABLE_MAX_CELLS cells is ``_RoIAlignMatmulGrad``'s (torchvision's
-    ``_roi_align_backward`` was a third of a mnv3-FPN training step at 160 px). Anything else (eval, CUDA, tracing,
-    an adaptive sampling grid, large maps) is torchvision's own path."""
+    """torchvision's MultiScaleRoIAlign — its level mapping and its ``roi_align`` forward, unchanged — with two
+    savings: a CPU training backward on levels of <= SEPARABLE_MAX_CELLS cells through ``_RoIAlignMatmulGrad``
+    (torchvision's ``_roi_align_backward`` was a third of a mnv3-FPN training step at 160 px), and a level that
+    pools every RoI (mnv3-FPN's two levels share stride 32: always) returned as it is instead of copied into a
+    zeroed (R, C, 7, 7) result. The output is torchvision's bit for bit; tracing and scripting (export) take
+    torchvision's own path."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        features = _filter_input(x, self.featmap_names)
-        f0 = features[0]
-        if not (torch.is_grad_enabled() and f0.device.type == "cpu" and self.sampling_ratio > 0
-                and not torch.jit.is_scripting() and not torchvision._is_tracing()):
+        if torch.jit.is_scripting() or torchvision._is_tracing():
             return super().forward(x, boxes, image_shapes)
+        features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
                                                          self.canonical_level)
         rois = _convert_to_roi_format(boxes)  # (R, 5) [image, x1, y1, x2, y2]
-        levels = self.map_levels(boxes) if len(features) > 1 else torch.zeros(len(rois), dtype=torch.long)
-        result = f0.new_zeros((len(rois), f0.shape[1], *self.output_size))
-        for level, (f, scale) in enumerate(zip(features, self.scales)):
-            idx = torch.where(levels == level)[0]
-            pool = _RoIAlignMatmulGrad.apply if f.shape[-2] * f.shape[-1] <= SEPARABLE_MAX_CELLS else \
-                lambda *a: roi_align(*a)
-            result[idx] = pool(f, rois[idx], self.output_size, scale, self.sampling_ratio).to(result.dtype)
+        levels = self.map_levels(boxes) if len(features) > 1 else rois.new_zeros(len(rois), dtype=torch.long)
+        per_level = [torch.where(levels == level)[0] for level in range(len(features))]
+        full = next((i for i, idx in enumerate(per_level) if len(idx) == len(rois)), None)
+        if full is not None:  # one level pools every RoI (mnv3-FPN: always)
+            return self._pool(features[full], rois, self.scales[full]).to(features[0].dtype)
+        result = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
+        for f, scale, idx in zip(features, self.scales, per_level):
+            if len(idx):
+                result[idx] = self._pool(f, rois[idx], scale).to(result.dtype)
         return result
+
+    def _pool(self, f: Tensor, rois: Tensor, scale: float) -> Tensor:
+        if (torch.is_grad_enabled() and f.requires_grad and f.device.type == "cpu" and self.sampling_ratio > 0
+                and f.shape[-2] * f.shape[-1] <= SEPARABLE_MAX_CELLS):
+            return _RoIAlignMatmulGrad.apply(f, rois, self.output_size, scale, self.sampling_ratio)
+        return roi_align(f, rois, self.output_size, scale, self.sampling_ratio)

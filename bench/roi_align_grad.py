@@ -25,8 +25,8 @@ if __name__ == "__main__" and not __package__:  # run as a script: make the repo
 import torch  # noqa: E402
 from torchvision.ops import roi_align  # noqa: E402
 
-import models.heads.rcnn as rcnn  # noqa: E402
 from bench.train_throughput import time_steps  # noqa: E402
+from models.heads import rcnn  # noqa: E402
 from models.heads.rcnn import _RoIAlignMatmulGrad  # noqa: E402
 
 

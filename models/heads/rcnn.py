@@ -89,7 +89,7 @@ class FasterRCNNHead(Head):
         if not 1 <= self.roi_levels <= self.nl:
             raise ValueError(f"FasterRCNNHead: roi_levels must be 1..{self.nl}, got {self.roi_levels}")
         pool = RoIAlignPool([str(i) for i in range(self.roi_levels)], opts.pop("roi_output_size"),
-                                  opts.pop("roi_sampling_ratio"))
+                            opts.pop("roi_sampling_ratio"))
         anchors = AnchorGenerator(tuple(tuple(s) for s in sizes), tuple(tuple(r) for r in ratios))
         tv = FasterRCNN(_Channels(ch[0]), num_classes=nc + 1, rpn_anchor_generator=anchors, box_roi_pool=pool, **opts)
         self.rpn, self.roi_heads = tv.rpn, tv.roi_heads
@@ -178,7 +178,7 @@ class FasterRCNNHead(Head):
 # ---------------------------------------------------------------------------------------------
 # RoIAlign with a matmul backward for small maps on the CPU
 # ---------------------------------------------------------------------------------------------
-SEPARABLE_MAX_CELLS = 625  # H x W up to which the matmul backward runs: 1.7x at 25x25, 11x at 5x5 (bench/roi_align_grad.py)
+SEPARABLE_MAX_CELLS = 625  # H x W up to which the matmul backward runs (1.7x at 25x25, 11x at 5x5: bench/)
 
 
 def _axis_weights(lo: Tensor, hi: Tensor, scale: float, bins: int, grid: int, size: int) -> Tensor:

@@ -299,10 +299,15 @@ def test_roi_align_matmul_backward_equals_torchvision(h, w, scale, grid):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
 
 
-def test_roi_pool_is_torchvision_multiscale_roi_align_with_a_faster_backward():
+@pytest.mark.parametrize("helpers", [True, False], ids=["helpers", "no-private-helpers"])
+def test_roi_pool_is_torchvision_multiscale_roi_align_with_a_faster_backward(helpers, monkeypatch):
     from torchvision.ops import MultiScaleRoIAlign
 
+    from models.heads import rcnn
     from models.heads.rcnn import SEPARABLE_MAX_CELLS, RoIAlignPool
+
+    if not helpers:  # a torchvision without MultiScaleRoIAlign's private helpers: its own path, same figures
+        monkeypatch.setattr(rcnn, "_filter_input", None)
 
     g = torch.Generator().manual_seed(0)
     # level "0" (26x26 = 676 cells) is above the matmul limit (torchvision's backward), "1" and "2" below it

@@ -28,7 +28,11 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign, box_convert, roi_align
-from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+
+try:  # MultiScaleRoIAlign's private helpers (torchvision 0.13 on); without them RoIAlignPool is torchvision's own
+    from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    _filter_input = None
 
 from models.heads.base import Head
 from utils.losses.rcnn import RCNNLoss, RCNNOutput
@@ -244,7 +248,7 @@ class RoIAlignPool(MultiScaleRoIAlign):
     torchvision's own path."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        if torch.jit.is_scripting() or torchvision._is_tracing():
+        if _filter_input is None or torch.jit.is_scripting() or torchvision._is_tracing():
             return super().forward(x, boxes, image_shapes)
         features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:

@@ -6,6 +6,8 @@
     python compare.py --cfg ... --jobs 2    # train 2 runs at once, each in its own process (CPU: 1 thread each)
     python compare.py --cfg ... --device 0,1,2,3   # 4 runs at once, one per GPU
     python compare.py --cfg yolov5n-decoupled.yaml 'yolov5n-decoupled.yaml --precise-bn 0'   # an arm's own flags
+    python compare.py --cfg yolov5n.yaml yolov5n-decoupled.yaml yolov5n-decoupled-af.yaml \
+        --pairs yolov5n-decoupled-af:yolov5n-decoupled   # also report af minus decoupled, beside each vs the first
 
 Every arm is trained by train.py's Trainer with the same data, hyp, schedule and image size: any flag of train.py
 is passed through and applied to every arm alike; only the model YAML differs, unless an arm carries flags of its
@@ -24,7 +26,8 @@ number of GPUs) at once, each run on one GPU, the least busy.
 The report (report.md, report.csv, map_vs_epoch.png, loss_curves.png, speed_accuracy.png in the exp folder) has,
 per cfg, parameters and GFLOPs (thop at the run's imgsz, unfused), latency (batch 1, fused, median), train seconds
 per epoch and final/best mAP as mean ± std over seeds; per cfg against the first, the paired difference in final
-mAP50-95 with a 95% t-interval and a verdict (better / worse / within noise), see utils/stats.py.
+mAP50-95 with a 95% t-interval and a verdict (better / worse / within noise), see utils/stats.py, the val-image
+bootstrap beside it, and the TIDE error breakdown; ``--pairs ARM:BASE`` adds the same figures for other pairs.
 """
 from __future__ import annotations
 
@@ -91,6 +94,9 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
                         "end past it; the LR schedule stays planned over --epochs")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="paired bootstrap resamples of the val images per seed and pair (0: skip)")
+    p.add_argument("--pairs", nargs="+", default=[], metavar="ARM:BASE",
+                   help="more pairs for the report, beside every arm against the first: ARM minus BASE, each an arm "
+                        "of --cfg by its cfg or folder name, e.g. yolov5n-decoupled-af:yolov5n-decoupled")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process (usable cores // jobs torch threads, output in "
                         "<run>/train.log)")
@@ -287,6 +293,20 @@ def arm_name(arm: str) -> str:
     """Folder and label of an arm: the cfg's file stem, then its own flags (``yolov5n-decoupled_precise-bn_0``)."""
     cfg, flags = split_arm(arm)
     return "_".join([Path(cfg).stem, *(re.sub(r"[^\w.+-]", "", f.lstrip("-")) for f in flags)])
+
+
+def resolve_pairs(pairs: list[str], cfgs: list[str]) -> list[tuple[str, str]]:
+    """``--pairs ARM:BASE`` items -> (arm, base) cfgs of ``cfgs``; each side named by its cfg as given or its
+    folder name (``arm_name``). An error names the item and the arms there are."""
+    names = {**{arm_name(c): c for c in cfgs}, **{c: c for c in cfgs}}
+    out = []
+    for item in pairs:
+        arm, sep, base = item.rpartition(":")
+        if not sep or arm not in names or base not in names or names[arm] == names[base]:
+            raise ValueError(f"--pairs {item}: expected ARM:BASE, two different arms of --cfg "
+                             f"({', '.join(arm_name(c) for c in cfgs)})")
+        out.append((names[arm], names[base]))
+    return out
 
 
 def run_dir(exp: Path, cfg: str, seed: int) -> Path:
@@ -592,9 +612,29 @@ def final_detections(run: Path, recipe: dict, imgsz: int) -> list[tuple[torch.Te
     return res.per_image
 
 
-def analyse_errors(exp: Path, plan: dict, arms: list[ArmSummary], n_boot: int) -> None:
-    """Fill ``arm.tide`` (every run with detections) and ``arm.boot`` (every seed that an arm shares with the
-    first arm: the same val images, resampled together ``n_boot`` times)."""
+@dataclass
+class ChosenPair:
+    """A pair asked for with --pairs: ``arm`` minus ``base`` in final mAP50-95 per shared seed, and each shared
+    seed's val-image bootstrap."""
+
+    arm: ArmSummary
+    base: ArmSummary
+    diff: PairedDifference
+    boot: dict[int, BootstrapResult] = field(default_factory=dict)
+
+
+def bootstrap_pair(stats: dict, base: ArmSummary, arm: ArmSummary, n_boot: int) -> dict[int, BootstrapResult]:
+    """seed -> ``arm`` minus ``base`` over ``n_boot`` resamples of the val images, for every seed both have
+    detections of (the same val images, resampled together)."""
+    if n_boot <= 0:
+        return {}
+    return {s: paired_bootstrap(stats[base.cfg, s], stats[arm.cfg, s], n_boot=n_boot, seed=s)
+            for s in arm.runs if (base.cfg, s) in stats and (arm.cfg, s) in stats}
+
+
+def analyse_errors(exp: Path, plan: dict, arms: list[ArmSummary], n_boot: int) -> dict:
+    """Fill ``arm.tide`` (every run with detections) and ``arm.boot`` (against the first arm, see
+    ``bootstrap_pair``); return the per-image match statistics by (cfg, seed), for other pairs."""
     stats = {}
     for a in arms:
         for s, r in a.runs.items():
@@ -604,18 +644,39 @@ def analyse_errors(exp: Path, plan: dict, arms: list[ArmSummary], n_boot: int) -
             preds, labels = [d for d, _ in dets], [lb for _, lb in dets]
             a.tide[s] = tide_errors(preds, labels)
             stats[a.cfg, s] = match_images(preds, labels)
-    if n_boot <= 0:
-        return
     for a in arms[1:]:
-        for s in a.runs:
-            if (arms[0].cfg, s) in stats and (a.cfg, s) in stats:
-                a.boot[s] = paired_bootstrap(stats[arms[0].cfg, s], stats[a.cfg, s], n_boot=n_boot, seed=s)
+        a.boot = bootstrap_pair(stats, arms[0], a, n_boot)
+    return stats
+
+
+def chosen_pairs(arms: list[ArmSummary], pairs: list[tuple[str, str]], stats: dict, n_boot: int) -> list[ChosenPair]:
+    """The --pairs (arm cfg, base cfg) with their seed differences and image bootstraps."""
+    by_cfg = {a.cfg: a for a in arms}
+    out = []
+    for arm_cfg, base_cfg in pairs:
+        arm, base = by_cfg[arm_cfg], by_cfg[base_cfg]
+        diff = paired_difference({s: r.final[1] for s, r in base.runs.items()},
+                                 {s: r.final[1] for s, r in arm.runs.items()})
+        out.append(ChosenPair(arm, base, diff, bootstrap_pair(stats, base, arm, n_boot)))
+    return out
 
 
 def tide_mean(arm: ArmSummary) -> dict[str, float]:
     """AP50 and the dAPs (ERRORS, FP, FN) of an arm, mean over its seeds, in AP points (0-100) as TIDE reports."""
     rows = [{"AP50": t.ap50, **t.dap, "FP": t.dap_fp, "FN": t.dap_fn} for t in arm.tide.values()]
     return {k: 100 * float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
+def tide_delta_rows(pairs: list[ChosenPair]) -> list[str]:
+    """Per chosen pair, arm minus base in AP50 and each dAP (mean over each arm's seeds)."""
+    keys = ["AP50", *ERRORS, "FP", "FN"]
+    lines = ["| arm − base | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for p in pairs:
+        a, b = tide_mean(p.arm), tide_mean(p.base)
+        if a and b:
+            lines.append(f"| {arm_name(p.arm.cfg)} − {arm_name(p.base.cfg)} | "
+                         + " | ".join(f"{a[k] - b[k]:+.2f}" for k in keys) + " |")
+    return lines if len(lines) > 2 else []
 
 
 def tide_table(arms: list[ArmSummary]) -> list[str]:
@@ -634,11 +695,15 @@ def tide_table(arms: list[ArmSummary]) -> list[str]:
 
 
 def two_noises(arm: ArmSummary) -> dict:
-    """The pair's seed interval (training noise), its image-bootstrap intervals (test-set noise, per seed), the
+    """``noise_summary`` of an arm against the first."""
+    return noise_summary(arm.pair, arm.boot)
+
+
+def noise_summary(p: PairedDifference | None, boot: dict[int, BootstrapResult]) -> dict:
+    """A pair's seed interval (training noise), its image-bootstrap intervals (test-set noise, per seed), the
     verdict that needs both to exclude 0 on the same side, and which noise is the wider."""
-    p = arm.pair
     seed_lo, seed_hi = p.interval if p is not None and p.interval else (math.nan, math.nan)
-    boots = [arm.boot[s].map for s in sorted(arm.boot)]
+    boots = [boot[s].map for s in sorted(boot)]
     boot_half = float(np.mean([(b.high - b.low) / 2 for b in boots])) if boots else math.nan
     seed_half = (seed_hi - seed_lo) / 2
     both = "within noise"
@@ -649,7 +714,7 @@ def two_noises(arm: ArmSummary) -> dict:
             both = "worse"
     dominant = "-" if math.isnan(seed_half) or math.isnan(boot_half) else \
         "training (seeds)" if seed_half > boot_half else "test set (images)" if boot_half > seed_half else "neither"
-    return {"boots": {s: arm.boot[s].map for s in sorted(arm.boot)}, "seed_half": seed_half, "boot_half": boot_half,
+    return {"boots": {s: boot[s].map for s in sorted(boot)}, "seed_half": seed_half, "boot_half": boot_half,
             "verdict": both if boots else "no bootstrap", "dominant": dominant}
 
 
@@ -780,20 +845,56 @@ def stability_table(arms: list[ArmSummary]) -> list[str]:
     return lines
 
 
+def noise_line(arm: ArmSummary, base: ArmSummary, p: PairedDifference, boot: dict[int, BootstrapResult]) -> str:
+    """One pair: the seed interval, each seed's image-bootstrap interval, the verdict needing both, the wider noise."""
+    n = noise_summary(p, boot)
+    boots = ", ".join(f"seed {s}: {b.diff:+.4f} [{b.low:+.4f}, {b.high:+.4f}]" for s, b in n["boots"].items())
+    return (f"- **{arm_name(arm.cfg)}** vs {arm_name(base.cfg)}: seeds {p.describe()}; val-image bootstrap (95%, "
+            f"{next(iter(boot.values())).n_boot if boot else 0} resamples) {boots or '-'} -> **{n['verdict']}**; "
+            f"half-widths: seeds {n['seed_half']:.4f}, images {n['boot_half']:.4f}: the wider is {n['dominant']}")
+
+
 def noise_lines(arms: list[ArmSummary]) -> list[str]:
-    """Per pair: the seed interval, each seed's image-bootstrap interval, the verdict needing both, the wider noise."""
-    lines = []
-    for a in arms[1:]:
-        n = two_noises(a)
-        boots = ", ".join(f"seed {s}: {b.diff:+.4f} [{b.low:+.4f}, {b.high:+.4f}]" for s, b in n["boots"].items())
-        lines.append(f"- **{arm_name(a.cfg)}** vs {arm_name(arms[0].cfg)}: seeds {a.pair.describe()}; val-image "
-                     f"bootstrap (95%, {next(iter(a.boot.values())).n_boot if a.boot else 0} resamples) "
-                     f"{boots or '-'} -> **{n['verdict']}**; half-widths: seeds {n['seed_half']:.4f}, images "
-                     f"{n['boot_half']:.4f}: the wider is {n['dominant']}")
-    return lines
+    return [noise_line(a, arms[0], a.pair, a.boot) for a in arms[1:]]
 
 
-def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], latency_runs: int) -> Path:
+def pairs_section(pairs: list[ChosenPair]) -> list[str]:
+    """report.md's --pairs section: per pair its seeds, both noises and verdict, then the TIDE differences."""
+    if not pairs:
+        return []
+    lines = ["## Chosen pairs (--pairs: final mAP50-95, paired by seed; both noises)", ""]
+    for p in pairs:
+        per_seed = ", ".join(f"seed {s}: {d:+.4f}" for s, d in zip(p.diff.seeds, p.diff.diffs))
+        lines.append(f"{noise_line(p.arm, p.base, p.diff, p.boot)} (seeds alone: **{p.diff.verdict}**; {per_seed})")
+    tide = tide_delta_rows(pairs)
+    return lines + (["", "TIDE, arm minus base (dAP50 in AP points, mean over each arm's seeds):", "", *tide]
+                    if tide else []) + [""]
+
+
+PAIR_COLUMNS = ["arm", "base", "d_map_mean", "d_map_lo", "d_map_hi", "d_map_seeds", "verdict", "boot_half_width",
+                "noise_dominant", "verdict_both_noises", *[f"d_tide_{k.lower()}" for k in ("AP50", *ERRORS, "FP", "FN")]]
+
+
+def write_pairs_csv(path: Path, pairs: list[ChosenPair]) -> Path:
+    """pairs.csv: a row per --pairs pair (differences are arm minus base)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=PAIR_COLUMNS)
+        w.writeheader()
+        for p in pairs:
+            lo, hi = p.diff.interval or (None, None)
+            noise = noise_summary(p.diff, p.boot)
+            a, b = tide_mean(p.arm), tide_mean(p.base)
+            row = {"arm": p.arm.cfg, "base": p.base.cfg, "d_map_mean": p.diff.mean, "d_map_lo": lo, "d_map_hi": hi,
+                   "d_map_seeds": " ".join(map(str, p.diff.seeds)), "verdict": p.diff.verdict,
+                   "boot_half_width": noise["boot_half"], "noise_dominant": noise["dominant"],
+                   "verdict_both_noises": noise["verdict"],
+                   **{f"d_tide_{k.lower()}": (a[k] - b[k] if a and b else None) for k in ("AP50", *ERRORS, "FP", "FN")}}
+            w.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()})
+    return path
+
+
+def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], latency_runs: int,
+                   pairs: list[ChosenPair] = ()) -> Path:
     r = plan["recipe"]
     budget = ["--budget-time", f"{plan['budget_min']:g}"] if plan.get("budget_min") else []
     command = " ".join(["python compare.py --cfg", *plan["cfg"], "--seeds", str(plan["seeds"]), *budget,
@@ -809,8 +910,9 @@ def write_markdown(path: Path, exp: Path, plan: dict, arms: list[ArmSummary], la
         per_seed = ", ".join(f"seed {s}: {d:+.4f}" for s, d in zip(p.seeds, p.diffs))
         lines.append(f"- **{arm_name(a.cfg)}** vs {arm_name(arms[0].cfg)}: {p.describe()} -> **{p.verdict}** "
                      f"({per_seed})")
-    lines += ["", "## Two noises: training (seeds) and test set (val images)", "", *noise_lines(arms),
-              "", "## Why: error breakdown (TIDE, final checkpoints)", "", *(tide_table(arms) if any(a.tide for a in arms)
+    lines += ["", "## Two noises: training (seeds) and test set (val images)", "", *noise_lines(arms), "",
+              *pairs_section(pairs),
+              "## Why: error breakdown (TIDE, final checkpoints)", "", *(tide_table(arms) if any(a.tide for a in arms)
                                                                               else ["not available (no last.pt)"]),
               "", "![TIDE](tide.png)" if any(a.tide for a in arms) else "",
               "", "## Stability per run", "", *stability_table(arms),
@@ -901,19 +1003,25 @@ def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The story of a comparison
 # ---------------------------------------------------------------------------------------------
-def report(exp: Path, plan: dict, latency_runs: int, n_boot: int = 1000) -> list[ArmSummary]:
+def report(exp: Path, plan: dict, latency_runs: int, n_boot: int = 1000,
+           pairs: list[tuple[str, str]] = ()) -> list[ArmSummary]:
+    """Summaries of every arm, written out as report.md / report.csv / the plots; ``pairs`` (--pairs, resolved:
+    (arm cfg, base cfg)) add a section to report.md and pairs.csv."""
     arms = [summarise_arm(exp, cfg, int(plan["seeds"]), latency_runs) for cfg in plan["cfg"]]
     pair_against_first(arms)
-    analyse_errors(exp, plan, arms, n_boot)
+    stats = analyse_errors(exp, plan, arms, n_boot)
+    chosen = chosen_pairs(arms, list(pairs), stats, n_boot)
     write_csv(exp / "report.csv", arms)
-    write_markdown(exp / "report.md", exp, plan, arms, latency_runs)
+    if chosen:
+        write_pairs_csv(exp / "pairs.csv", chosen)
+    write_markdown(exp / "report.md", exp, plan, arms, latency_runs, chosen)
     plot_curves(exp, arms)
     plot_speed_accuracy(exp, arms)
     plot_tide(exp, arms)
     for line in markdown_table(arms):
         LOGGER.info(line)
-    LOGGER.info(f"\nReport: {exp / 'report.md'} ({exp / 'report.csv'}, map_vs_epoch.png, loss_curves.png, "
-                f"speed_accuracy.png)")
+    LOGGER.info(f"\nReport: {exp / 'report.md'} ({exp / 'report.csv'}, {'pairs.csv, ' if chosen else ''}"
+                f"map_vs_epoch.png, loss_curves.png, speed_accuracy.png, tide.png)")
     return arms
 
 
@@ -922,11 +1030,12 @@ def main(argv: list[str] | None = None) -> int:
     opt, train_args = parse_opt(argv)
     try:
         exp, plan = setup_experiment(opt, train_args)
+        pairs = resolve_pairs(opt.pairs, plan["cfg"])  # a typo fails now, not after the training
         LOGGER.info(f"compare: {len(plan['cfg'])} cfgs x {plan['seeds']} seeds -> {exp}")
         t0 = time.time()
         train_all(exp, plan, opt.jobs)
         LOGGER.info(f"training done in {(time.time() - t0) / 3600:.3f} hours")
-        report(exp, plan, opt.latency_runs, opt.bootstrap)
+        report(exp, plan, opt.latency_runs, opt.bootstrap, pairs)
     except (FileNotFoundError, ValueError) as e:
         LOGGER.error(f"error: {e}")
         return 2

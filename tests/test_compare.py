@@ -326,28 +326,39 @@ def test_stability_counts_collapses_after_epoch_5_and_the_lost_end():
     assert abs(r.best_minus_final() - 0.1) < 1e-12
 
 
-def test_report_explains_with_tide_and_two_noises(tmp_path):
-    """Hand-made final detections: arm A finds every label, arm B misses every label of half the images. TIDE
-    puts B's loss in Missed (and FN), the image bootstrap puts the difference below 0, the verdict needs both."""
-    from models.yolo import DetectionModel
-
-    exp, cfgs = tmp_path / "exp", ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
+def hand_made_labels(n_images: int = 40) -> list[torch.Tensor]:
+    """Per image 3 labels (class, x1, y1, x2, y2) of 10-20 px boxes in a 60 px image."""
     g = torch.Generator().manual_seed(0)
     labels = []
-    for _ in range(40):
+    for _ in range(n_images):
         xy = torch.rand(3, 2, generator=g) * 40
         wh = 10 + 10 * torch.rand(3, 2, generator=g)
         labels.append(torch.cat((torch.randint(0, 2, (3, 1), generator=g).float(), xy, xy + wh), 1))
+    return labels
+
+
+def hand_made_runs(exp: Path, finals: dict[str, list[float]], dets: dict[str, list], labels: list) -> None:
+    """Finished runs of each arm (one per final mAP50-95 in ``finals[arm]``) whose cached final detections are
+    ``dets[arm]``, so that the report's TIDE and bootstrap read them instead of running val.py."""
+    from models.yolo import DetectionModel
+
+    for arm, maps in finals.items():
+        m = DetectionModel(compare.split_arm(arm)[0], nc=2)
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
+        for s, final in enumerate(maps):
+            run = compare.run_dir(exp, arm, s)
+            fake_run(run, [0.1, final], ckpt)
+            torch.save(list(zip(dets[arm], labels)), run / compare.DETECTIONS)
+
+
+def test_report_explains_with_tide_and_two_noises(tmp_path):
+    """Hand-made final detections: arm A finds every label, arm B misses every label of half the images. TIDE
+    puts B's loss in Missed (and FN), the image bootstrap puts the difference below 0, the verdict needs both."""
+    exp, cfgs = tmp_path / "exp", ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
+    labels = hand_made_labels()
     perfect = [torch.cat((lb[:, 1:], torch.full((3, 1), 0.9), lb[:, :1]), 1) for lb in labels]
     dets = {cfgs[0]: perfect, cfgs[1]: [d if i % 2 else d[:0] for i, d in enumerate(perfect)]}
-    finals = {cfgs[0]: [0.50, 0.52], cfgs[1]: [0.30, 0.31]}
-    for cfg in cfgs:
-        m = DetectionModel(cfg, nc=2)
-        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
-        for s in range(2):
-            run = compare.run_dir(exp, cfg, s)
-            fake_run(run, [0.1, finals[cfg][s]], ckpt)
-            torch.save(list(zip(dets[cfg], labels)), run / compare.DETECTIONS)
+    hand_made_runs(exp, {cfgs[0]: [0.50, 0.52], cfgs[1]: [0.30, 0.31]}, dets, labels)
     plan = {"cfg": cfgs, "seeds": 2, "train_args": ["--epochs", "2"], "recipe": compare.train_recipe(["--epochs", "2"])}
     a, b = compare.report(exp, plan, latency_runs=0, n_boot=200)
     assert a.tide[0].ap50 == pytest.approx(1.0) and all(v == pytest.approx(0) for v in a.tide[0].dap.values())
@@ -357,10 +368,42 @@ def test_report_explains_with_tide_and_two_noises(tmp_path):
     assert noise["verdict"] == "worse" and noise["dominant"] in ("training (seeds)", "test set (images)")
     md = (exp / "report.md").read_text(encoding="utf-8")
     assert "## Two noises" in md and "## Why: error breakdown" in md and "**worse**" in md
+    assert "## Chosen pairs" not in md and not (exp / "pairs.csv").exists()
     assert (exp / "tide.png").is_file()
     with open(exp / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[1]["tide_missed"]) > 20 and rows[1]["verdict_both_noises"] == "worse"
+
+
+def test_pairs_report_any_two_arms_with_both_noises_and_tide(tmp_path):
+    """--pairs ARM:BASE beyond the first arm: A finds every label, B misses half the images, C (an arm with its own
+    flags) finds what A finds. C minus A: zero on every resample and seed -> within noise; B minus C: worse, the
+    loss in Missed; the names resolve by cfg or folder name, and a wrong name is a one-line error."""
+    a, b, c = "yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5n.yaml --precise-bn 0"
+    exp, labels = tmp_path / "exp", hand_made_labels()
+    perfect = [torch.cat((lb[:, 1:], torch.full((3, 1), 0.9), lb[:, :1]), 1) for lb in labels]
+    dets = {a: perfect, b: [d if i % 2 else d[:0] for i, d in enumerate(perfect)], c: perfect}
+    hand_made_runs(exp, {a: [0.50, 0.52, 0.51], b: [0.30, 0.31, 0.33], c: [0.50, 0.52, 0.51]}, dets, labels)
+    pairs = compare.resolve_pairs(["yolov5n_precise-bn_0:yolov5n", "yolov5n-decoupled.yaml:yolov5n_precise-bn_0"],
+                                  [a, b, c])
+    assert pairs == [(c, a), (b, c)]
+    plan = {"cfg": [a, b, c], "seeds": 3, "train_args": ["--epochs", "2"],
+            "recipe": compare.train_recipe(["--epochs", "2"])}
+    compare.report(exp, plan, latency_runs=0, n_boot=200, pairs=pairs)
+    with open(exp / "pairs.csv") as f:
+        same, worse = list(csv.DictReader(f))
+    assert (same["arm"], same["base"]) == (c, a) and float(same["d_map_mean"]) == 0
+    assert same["verdict_both_noises"] == "within noise" and float(same["boot_half_width"]) == 0
+    assert float(same["d_tide_ap50"]) == 0 and float(same["d_tide_missed"]) == 0
+    assert (worse["arm"], worse["base"]) == (b, c) and worse["verdict_both_noises"] == "worse"
+    assert float(worse["d_map_hi"]) < 0 and float(worse["d_tide_missed"]) > 20 and float(worse["d_tide_cls"]) == 0
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    section = md[md.index("## Chosen pairs"):md.index("## Why: error breakdown")]
+    assert "**yolov5n-decoupled** vs yolov5n_precise-bn_0" in section and "**worse**" in section
+    assert "| yolov5n-decoupled − yolov5n_precise-bn_0 |" in section
+    for bad in ("yolov5n-gfl:yolov5n", "yolov5n:yolov5n.yaml", "yolov5n"):
+        with pytest.raises(ValueError, match=f"--pairs {bad}: expected ARM:BASE"):
+            compare.resolve_pairs([bad], [a, b, c])
 
 
 def test_pareto_front():

@@ -942,8 +942,13 @@ def seed_curves(arm: ArmSummary, attr: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_band(ax, arm: ArmSummary, attr: str) -> None:
-    """Mean over seeds as a line, the seeds' min-max as a band."""
+    """Mean over seeds as a line, the seeds' min-max as a band; epochs no seed logged a value of (a head without a
+    validation loss: all of them) are left out."""
     epochs, y = seed_curves(arm, attr)
+    logged = np.isfinite(y).any(0)
+    if not logged.any():
+        return
+    epochs, y = epochs[logged], y[:, logged]
     line = ax.plot(epochs, np.nanmean(y, 0), marker=".", linewidth=2, label=f"{arm_name(arm.cfg)} (n={len(y)})")[0]
     if len(y) > 1:
         ax.fill_between(epochs, np.nanmin(y, 0), np.nanmax(y, 0), color=line.get_color(), alpha=0.2, linewidth=0)

@@ -406,6 +406,33 @@ def test_pairs_report_any_two_arms_with_both_noises_and_tide(tmp_path):
             compare.resolve_pairs([bad], [a, b, c])
 
 
+def test_curves_leave_out_a_head_without_validation_loss(tmp_path):
+    """A head that reports no validation loss (GFL, Faster R-CNN: NaN columns) gets no line in the val-loss panel
+    and no numpy all-NaN warning; the others are drawn."""
+    import warnings
+
+    from models.yolo import DetectionModel
+
+    exp, cfgs = tmp_path / "exp", ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
+    for cfg in cfgs:
+        m = DetectionModel(cfg, nc=2)
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
+        for s in range(2):
+            run = compare.run_dir(exp, cfg, s)
+            fake_run(run, [0.1, 0.2, 0.3], ckpt)
+            if cfg == cfgs[1]:  # its val/*_loss columns are nan, as a head without a validation loss logs them
+                lines = (run / "results.csv").read_text().splitlines()
+                lines[1:] = [",".join(v if i < 7 or i > 8 else "nan" for i, v in enumerate(ln.split(",")))
+                             for ln in lines[1:]]
+                (run / "results.csv").write_text("\n".join(lines) + "\n")
+    arms = [compare.summarise_arm(exp, cfg, 2, latency_runs=0) for cfg in cfgs]
+    assert np.isnan(arms[1].runs[0].val_loss).all() and np.isfinite(arms[0].runs[0].val_loss).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compare.plot_curves(exp, arms)
+    assert (exp / "loss_curves.png").stat().st_size > 1000
+
+
 def test_pareto_front():
     pts = [(10.0, 0.5), (20.0, 0.6), (15.0, 0.4), (30.0, 0.6), (5.0, 0.3)]
     assert compare.pareto_front(pts) == [4, 0, 1]  # (15, .4) is beaten by (10, .5); (30, .6) by (20, .6)

@@ -999,6 +999,10 @@ def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
     if len(front) > 1:
         ax.plot(*zip(*(points[i] for i in front)), "k--", linewidth=1, label="Pareto front")
     xlabel = "CPU latency, batch 1, fused (ms; bars p10-p90)" if timed else "GFLOPs"
+    xs = [x for x, _ in points]
+    if min(xs) > 0 and max(xs) > 10 * min(xs):  # e.g. a two-stage arm beside nano one-stage ones: a log axis keeps both legible
+        ax.set_xscale("log")
+        xlabel += ", log scale"
     ax.set(xlabel=xlabel, ylabel="final mAP50-95 (bars ± std over seeds)", title="speed vs accuracy")
     ax.legend()
     fig.savefig(exp / "speed_accuracy.png", dpi=150)

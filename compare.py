@@ -980,10 +980,28 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(keep, key=lambda i: points[i][0])
 
 
+def spread_labels(fig, labels: list, gap: float = 1.0) -> None:
+    """Move point labels (annotations offset in points) down, top label first, until none overlaps another:
+    arms with close latency and mAP (a head and its assigner swap) would otherwise print one name over the other."""
+    fig.canvas.draw()  # final layout, so that the extents below are the saved ones
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for t in sorted(labels, key=lambda t: -t.axes.transData.transform(t.xy)[1]):
+        for _ in range(len(labels)):
+            box = t.get_window_extent(renderer)
+            hit = next((b for b in placed if box.overlaps(b)), None)
+            if hit is None:
+                break
+            x, y = t.xyann  # points
+            t.xyann = (x, y - (box.y1 - hit.y0) * 72 / fig.dpi - gap)
+        placed.append(t.get_window_extent(renderer))
+
+
 def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
     """Final mAP50-95 (± std over seeds) against CPU latency (p10-p90 bars), or GFLOPs without latency."""
     fig, (ax,) = _figure()
     timed = all("cpu" in a.latency for a in arms)
+    labels = []
     for a in arms:
         mean, std = a.stat("final")
         if timed:
@@ -993,7 +1011,7 @@ def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
             x, xerr = a.gflops or 0.0, None
         ax.errorbar(x, mean, xerr=xerr, yerr=0.0 if math.isnan(std) else std, fmt="o", capsize=4,
                     label=arm_name(a.cfg))
-        ax.annotate(arm_name(a.cfg), (x, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        labels.append(ax.annotate(arm_name(a.cfg), (x, mean), textcoords="offset points", xytext=(6, 6), fontsize=8))
     points = [((a.latency["cpu"]["median_ms"] if timed else a.gflops or 0.0), a.stat("final")[0]) for a in arms]
     front = pareto_front(points)
     if len(front) > 1:
@@ -1005,6 +1023,7 @@ def plot_speed_accuracy(exp: Path, arms: list[ArmSummary]) -> Path:
         xlabel += ", log scale"
     ax.set(xlabel=xlabel, ylabel="final mAP50-95 (bars ± std over seeds)", title="speed vs accuracy")
     ax.legend()
+    spread_labels(fig, labels)
     fig.savefig(exp / "speed_accuracy.png", dpi=150)
     return exp / "speed_accuracy.png"
 

@@ -438,6 +438,24 @@ def test_pareto_front():
     assert compare.pareto_front(pts) == [4, 0, 1]  # (15, .4) is beaten by (10, .5); (30, .6) by (20, .6)
 
 
+def test_spread_labels_moves_overlapping_names_apart_only():
+    """Two arms at almost the same point (a head and its assigner swap) get readable names; a lone one keeps its
+    place."""
+    fig, (ax,) = compare._figure()
+    ax.plot([13.7, 14.3, 9.7], [0.725, 0.720, 0.643], "o")
+    ax.set(xscale="log", xlim=(6, 250), ylim=(0.25, 0.78))  # the matrix report's axes (Faster R-CNN at 186 ms, 0.30)
+    names = ["yolov5n-decoupled-af", "yolov5n-decoupled-af-dsl", "yolov5n"]
+    labels = [ax.annotate(n, xy, textcoords="offset points", xytext=(6, 6), fontsize=8)
+              for n, xy in zip(names, [(13.7, 0.725), (14.3, 0.720), (9.7, 0.643)])]
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    assert labels[0].get_window_extent(renderer).overlaps(labels[1].get_window_extent(renderer))  # the problem
+    compare.spread_labels(fig, labels)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(3) for j in range(i + 1, 3))
+    assert labels[0].xyann == (6, 6) and labels[2].xyann == (6, 6)  # the top one and the lone one stay
+
+
 def test_budget_time_stops_each_arm_within_an_epoch_and_records_it(tiny_data, tmp_path):
     """A budget shorter than one epoch: every arm stops after its first epoch (the first epoch end past the
     budget), reports it, and the run counts as finished (a re-run trains nothing)."""

@@ -326,7 +326,8 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
     if device.type != "cpu" or half:
         raise ValueError(f"--backend {backend} runs FP32 on the CPU; use --backend torch for {device}"
                          + (" with --half" if half else ""))
-    if backend == "auto" and not _head_prefers_runtime(path):
+    head = _head_of(path)  # read once: the runtime choice and the export's cache key both need it
+    if backend == "auto" and not (head.cpu_runtime if head else True):
         LOGGER.info(f"--backend auto: {path.name}'s head runs faster as PyTorch on the CPU (its cpu_runtime flag), "
                     f"running PyTorch")
         return load_backend(path, device)
@@ -336,15 +337,15 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
             require(backend, purpose=f"--backend {backend}")
         LOGGER.info("--backend auto: no CPU runtime installed (pip install onnxruntime), running PyTorch")
         return load_backend(path, device)
-    return _runtime(path, device, runtime, imgsz, backend)
+    return _runtime(path, device, runtime, imgsz, backend, dynamic=head.dynamic_export if head else True)
 
 
 def _runtime(path: Path, device: torch.device, runtime: str, imgsz: tuple[int, int], backend: str,
-             half: bool = False) -> Backend:
+             half: bool = False, dynamic: bool | None = None) -> Backend:
     """``path`` through its cached ``runtime`` export; PyTorch (FP32) when the export cannot be written or does not
     match. ``half``: OpenVINO computes in BF16 (the export itself is FP32 and checked as such)."""
     try:
-        file, diff = cached_export(path, runtime, imgsz)
+        file, diff = cached_export(path, runtime, imgsz, dynamic)
     except OSError as e:  # a read-only folder beside the weights: say so, run as PyTorch
         LOGGER.warning(f"WARNING: --backend {backend}: cannot write the {runtime} export ({e}); running PyTorch "
                        f"(set {CACHE_ENV} to a writable folder)")
@@ -372,11 +373,11 @@ def _cpu_half(path: Path, backend: str) -> bool:
     return why is None
 
 
-def _head_prefers_runtime(weights: Path) -> bool:
-    """The checkpoint's head's ``cpu_runtime`` flag (models/heads/base.py); True for a checkpoint without a
-    model YAML (a YOLOv5 one: a Detect head)."""
+def _head_of(weights: Path) -> type | None:
+    """The checkpoint's head class (its ``cpu_runtime`` and ``dynamic_export`` flags, models/heads/base.py); None
+    for a checkpoint without a model YAML (a YOLOv5 one: a Detect head, both flags True)."""
     cfg = load_checkpoint(weights).get("yaml")
-    return head_class(cfg).cpu_runtime if cfg else True
+    return head_class(cfg) if cfg else None
 
 
 def _installed(runtime: str) -> bool:
@@ -387,14 +388,16 @@ def _installed(runtime: str) -> bool:
         return False
 
 
-def cached_export(weights: Path, runtime: str, imgsz: tuple[int, int]) -> tuple[Path, float]:
+def cached_export(weights: Path, runtime: str, imgsz: tuple[int, int],
+                  dynamic: bool | None = None) -> tuple[Path, float]:
     """The export of ``weights`` for ``runtime``, made once and reused -> (file, its difference to PyTorch).
 
     The key: the checkpoint's SHA-256, the versions of torch and the runtime, and for a head that exports only
     static graphs the input size; a change in any makes a new file. Dynamic (any batch and size) where the head
-    allows it."""
-    ckpt = load_checkpoint(weights)
-    dynamic = head_class(ckpt["yaml"]).dynamic_export if ckpt.get("yaml") else True
+    allows it (``dynamic``: its ``dynamic_export`` flag, read from the checkpoint when not given)."""
+    if dynamic is None:
+        head = _head_of(weights)
+        dynamic = head.dynamic_export if head else True
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     version = md.version("onnxruntime" if runtime == "onnxruntime" else runtime)
     size = "dynamic" if dynamic else f"{imgsz[0]}x{imgsz[1]}"

@@ -50,6 +50,21 @@ def test_auto_runs_a_pt_through_a_cached_onnx_export(tmp_path, cache, caplog):
     assert all(x.shape == y.shape for x, y in zip(a, r))
 
 
+def test_a_cached_export_reads_the_checkpoint_once(tmp_path, cache, monkeypatch):
+    """val.py / detect.py on a .pt whose export is cached: the checkpoint is read once (the head's flags: which
+    runtime --backend auto picks, and the cache key), then the runtime loads the export; a static head's key still
+    gets its size."""
+    for cfg, backend, key in (("yolov5n.yaml", "auto", "-dynamic-"),
+                              ("faster-rcnn-mnv3-fpn.yaml", "onnxruntime", "-64x64-")):
+        w = _checkpoint(tmp_path / f"{cfg}.pt", cfg)
+        export.runtime_backend(w, torch.device("cpu"), backend=backend, imgsz=(64, 64))  # makes the export
+        reads, load = [], export.load_checkpoint
+        monkeypatch.setattr(export, "load_checkpoint", lambda p, *a, **k: reads.append(p) or load(p, *a, **k))
+        b = export.runtime_backend(w, torch.device("cpu"), backend=backend, imgsz=(64, 64))
+        monkeypatch.setattr(export, "load_checkpoint", load)
+        assert b.fmt == "onnx" and key in b.weights.name and reads == [w]
+
+
 def test_a_changed_checkpoint_gets_a_new_export(tmp_path, cache):
     w = _checkpoint(tmp_path / "best.pt")
     first = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64)).weights

@@ -41,6 +41,8 @@ import torch
 import yaml
 
 from models.backends import Backend, cpu_bf16, load_backend, load_model, require, weights_format
+from models.heads import HEADS
+from models.heads.base import Head
 from models.yolo import DetectionModel, head_class
 from utils.data.augmentations import letterbox, round_to_stride
 from utils.io.checkpoint import load_checkpoint
@@ -327,7 +329,7 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
         raise ValueError(f"--backend {backend} runs FP32 on the CPU; use --backend torch for {device}"
                          + (" with --half" if half else ""))
     head = _head_of(path)  # read once: the runtime choice and the export's cache key both need it
-    if backend == "auto" and not (head.cpu_runtime if head else True):
+    if backend == "auto" and not head.cpu_runtime:
         LOGGER.info(f"--backend auto: {path.name}'s head runs faster as PyTorch on the CPU (its cpu_runtime flag), "
                     f"running PyTorch")
         return load_backend(path, device)
@@ -337,7 +339,7 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
             require(backend, purpose=f"--backend {backend}")
         LOGGER.info("--backend auto: no CPU runtime installed (pip install onnxruntime), running PyTorch")
         return load_backend(path, device)
-    return _runtime(path, device, runtime, imgsz, backend, dynamic=head.dynamic_export if head else True)
+    return _runtime(path, device, runtime, imgsz, backend, dynamic=head.dynamic_export)
 
 
 def _runtime(path: Path, device: torch.device, runtime: str, imgsz: tuple[int, int], backend: str,
@@ -373,11 +375,11 @@ def _cpu_half(path: Path, backend: str) -> bool:
     return why is None
 
 
-def _head_of(weights: Path) -> type | None:
-    """The checkpoint's head class (its ``cpu_runtime`` and ``dynamic_export`` flags, models/heads/base.py); None
-    for a checkpoint without a model YAML (a YOLOv5 one: a Detect head, both flags True)."""
+def _head_of(weights: Path) -> type[Head]:
+    """The checkpoint's head class (its ``cpu_runtime`` and ``dynamic_export`` flags, models/heads/base.py); Detect
+    for a checkpoint without a model YAML (a YOLOv5 one)."""
     cfg = load_checkpoint(weights).get("yaml")
-    return head_class(cfg) if cfg else None
+    return head_class(cfg) if cfg else HEADS["Detect"]
 
 
 def _installed(runtime: str) -> bool:
@@ -396,8 +398,7 @@ def cached_export(weights: Path, runtime: str, imgsz: tuple[int, int],
     static graphs the input size; a change in any makes a new file. Dynamic (any batch and size) where the head
     allows it (``dynamic``: its ``dynamic_export`` flag, read from the checkpoint when not given)."""
     if dynamic is None:
-        head = _head_of(weights)
-        dynamic = head.dynamic_export if head else True
+        dynamic = _head_of(weights).dynamic_export
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     version = md.version("onnxruntime" if runtime == "onnxruntime" else runtime)
     size = "dynamic" if dynamic else f"{imgsz[0]}x{imgsz[1]}"

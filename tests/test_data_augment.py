@@ -170,3 +170,73 @@ def test_clipped_quad_bounds_exact():
     np.testing.assert_allclose(clipped_quad_bounds(diamond, 100, 100), [[0, 0, 10, 10]])
     phantom = np.array([[[-10, 5], [5, -10], [7, -8], [-8, 7]]], float)  # band x + y in [-5, -1]: never inside
     np.testing.assert_allclose(clipped_quad_bounds(phantom, 100, 100), [[0, 0, 0, 0]])
+
+
+def test_mosaic_drops_an_object_the_tile_leaves_off_the_canvas():
+    """A tile as large as the canvas is cropped by its quadrant: an object in its cut-off corner collapses to a
+    point when clipped to the canvas. It has no label after mosaic4, and a point or a line given to the warp
+    yields none either (it used to become a box over the whole image)."""
+    from utils.data.augmentations import clipped_quad_bounds
+
+    s = 64
+    ims = [np.zeros((2 * s, 2 * s, 3), np.uint8)] + [np.zeros((40, 40, 3), np.uint8)] * 3
+    labels = [np.array([[0, 2, 2, 20, 20]], np.float32)] + [np.zeros((0, 5), np.float32)] * 3
+    for seed in range(20):  # the centre is drawn in [s/2, 3s/2): the top-left tile loses at least s/2 each way
+        canvas, lb = mosaic4(ims, labels, s, np.random.default_rng(seed))
+        assert len(lb) == 0, lb
+        _, t = random_perspective(canvas, lb, rng=np.random.default_rng(seed), border=(-s // 2, -s // 2))
+        assert len(t) == 0
+    point, line = [[[5.0, 5.0]] * 4], [[[0.0, 10.0], [0.0, 10.0], [0.0, 50.0], [0.0, 50.0]]]
+    np.testing.assert_array_equal(clipped_quad_bounds(np.array(point + line), 100, 100), np.zeros((2, 4)))
+    flat = np.array([[0, 10, 10, 10, 10], [1, 5, 20, 5, 60], [2, 5, 20, 60, 20]], np.float32)  # point, lines
+    for seed in range(20):
+        _, t = random_perspective(np.zeros((100, 100, 3), np.uint8), flat.copy(), rng=np.random.default_rng(seed),
+                                  degrees=10.0, shear=5.0)
+        assert len(t) == 0, t
+
+
+# colours at the corners of the RGB cube: no blend of the others (or of the black background) comes near one, so
+# a pixel of that colour after the warp's interpolation is a pixel of its own object
+CUBE = [c for c in itertools.product((0, 255), repeat=3) if any(c)]
+
+
+def _random_tiles(rng: np.random.Generator):
+    """4 black tiles of random sizes holding up to 7 solid, non-overlapping rectangles of the CUBE colours
+    (class = colour index), half of them in a tile corner, where mosaic crops most often cut a whole object away."""
+    ims = [np.zeros((int(rng.integers(24, 100)), int(rng.integers(24, 100)), 3), np.uint8) for _ in range(4)]
+    labels = [[] for _ in range(4)]
+    for c, colour in enumerate(CUBE):
+        k = int(rng.integers(4))
+        h, w = ims[k].shape[:2]
+        bw, bh = int(rng.integers(4, w // 2)), int(rng.integers(4, h // 2))
+        x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+        if rng.random() < 0.5:
+            x0, y0 = (0 if rng.random() < 0.5 else w - bw), (0 if rng.random() < 0.5 else h - bh)
+        if ims[k][y0:y0 + bh, x0:x0 + bw].any():  # would cover an earlier object
+            continue
+        ims[k][y0:y0 + bh, x0:x0 + bw] = colour
+        labels[k].append([c, x0, y0, x0 + bw, y0 + bh])
+    return ims, [np.array(lb, np.float32).reshape(-1, 5) for lb in labels]
+
+
+@pytest.mark.parametrize("warp", [
+    {"degrees": 0.0, "translate": 0.1, "scale": 0.5, "shear": 0.0},  # hyp.scratch-low
+    {"degrees": 15.0, "translate": 0.2, "scale": 0.7, "shear": 5.0, "perspective": 0.0005},
+])
+def test_random_mosaics_give_boxes_inside_with_area_on_their_objects(warp):
+    """Property over random mosaics and warps: every box lies inside the image, has positive width and height,
+    and holds pixels of the object it labels."""
+    s, boxes = 64, 0
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        ims, labels = _random_tiles(rng)
+        canvas, lb = mosaic4(ims, labels, s, rng)
+        img, t = random_perspective(canvas, lb, rng=rng, border=(-s // 2, -s // 2), **warp)
+        H, W = img.shape[:2]
+        for c, x1, y1, x2, y2 in t:
+            assert 0 <= x1 < x2 <= W and 0 <= y1 < y2 <= H, f"seed {seed}: box {x1, y1, x2, y2} not inside"
+            inside = img[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))].astype(float)
+            near = np.linalg.norm(inside - CUBE[int(c)], axis=-1) < 60
+            assert near.any(), f"seed {seed}: box {x1:.1f},{y1:.1f},{x2:.1f},{y2:.1f} holds none of object {c:g}"
+        boxes += len(t)
+    assert boxes > 300

@@ -23,6 +23,14 @@ from utils import LOGGER
 from utils.boxes import clip_boxes
 
 FILL = 114  # padding grey of letterbox, mosaic and perspective borders
+DEGENERATE = 1e-9  # a quad with area <= this x (1 px + its perimeter)^2 is a point or a line, not an object
+
+
+def drop_degenerate(labels: np.ndarray) -> np.ndarray:
+    """Rows of (n, 5) ``cls xyxy`` labels with positive width and height: an object that clipping moved wholly
+    onto an image edge (zero width or height) is not in the image; YOLOv5's ``box_candidates`` drops it after
+    the warp only while the warp neither rotates nor shears it into a box with area."""
+    return labels[(labels[:, 3] > labels[:, 1]) & (labels[:, 4] > labels[:, 2])]
 
 
 def round_to_stride(size: int, stride: int, floor: int | None = None) -> int:
@@ -95,7 +103,8 @@ def box_candidates(
 
 def clipped_quad_bounds(quads: np.ndarray, w: float, h: float) -> np.ndarray:
     """Exact ``xyxy`` bounds of convex quadrilaterals (n, 4, 2) (corners in order) clipped to the image
-    ``[0, w] x [0, h]``; all zeros for a quad that does not reach into the image.
+    ``[0, w] x [0, h]``; all zeros for a quad that does not reach into the image or has no area (a point or
+    a line: every image corner passes the inside test of a quad whose edges are all zero).
 
     The clipped polygon's extremes are among: corners inside the image, crossings of quad edges with
     the image border, and image corners inside the quad. Clipping the corners' bounding box instead
@@ -123,7 +132,9 @@ def clipped_quad_bounds(quads: np.ndarray, w: float, h: float) -> np.ndarray:
     lo = np.where(ok[..., None], pts, np.inf).min(1)
     hi = np.where(ok[..., None], pts, -np.inf).max(1)
     out = np.concatenate((lo, hi), 1)
-    out[~ok.any(1)] = 0
+    area = np.abs((p[..., 0] * q[..., 1] - q[..., 0] * p[..., 1]).sum(1)) / 2  # shoelace
+    flat = area <= DEGENERATE * (1 + np.linalg.norm(d, axis=-1).sum(1)) ** 2  # rounding-proof for warped corners
+    out[~ok.any(1) | flat] = 0
     return np.clip(out, 0, [w, h, w, h])
 
 
@@ -165,7 +176,8 @@ def random_perspective(
     shear/translation and move ``targets`` (n, 5) ``cls xyxy`` pixels with it.
 
     Boxes are warped through their 4 corners, clipped to the output and dropped when the remnant is
-    tiny (``box_candidates``). Returns the image and the kept targets.
+    tiny (``box_candidates``); targets without area (``drop_degenerate``) are dropped before the warp.
+    Returns the image and the kept targets.
     """
     out_h, out_w = im.shape[0] + border[0] * 2, im.shape[1] + border[1] * 2
     M, s = _perspective_matrix(im.shape[0], im.shape[1], out_h, out_w, rng,
@@ -176,6 +188,7 @@ def random_perspective(
             im = cv2.warpPerspective(im, M, dsize=(out_w, out_h), borderValue=fill)
         else:
             im = cv2.warpAffine(im, M[:2], dsize=(out_w, out_h), borderValue=fill)
+    targets = drop_degenerate(targets)
     n = len(targets)
     if n == 0:
         return im, targets
@@ -195,7 +208,8 @@ def mosaic4(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Place 4 images around a random centre U[s/2, 3s/2] of a 2s x 2s grey canvas (YOLOv5's layout:
     top-left, top-right, bottom-left, bottom-right). ``labels[i]`` are (n, 5) ``cls xyxy`` pixels of
-    ``ims[i]``. Returns the canvas and all labels shifted onto it and clipped to it.
+    ``ims[i]``. Returns the canvas and the labels shifted onto it and clipped to it; an object the tile
+    leaves wholly off the canvas (clipped to a line or a point) is dropped.
     """
     yc, xc = (int(rng.uniform(s // 2, 2 * s - s // 2)) for _ in range(2))
     canvas = np.full((2 * s, 2 * s, ims[0].shape[2]), FILL, dtype=np.uint8)
@@ -221,7 +235,7 @@ def mosaic4(
         out.append(lb)
     labels4 = np.concatenate(out, 0) if out else np.zeros((0, 5), np.float32)
     labels4[:, 1:5] = clip_boxes(labels4[:, 1:5].copy(), (2 * s, 2 * s))
-    return canvas, labels4
+    return canvas, drop_degenerate(labels4)
 
 
 def mixup(

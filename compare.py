@@ -60,7 +60,8 @@ from utils.evaluation.bootstrap import BootstrapResult, match_images, paired_boo
 from utils.evaluation.metrics import fitness
 from utils.evaluation.stats import PairedDifference, mean_std, paired_difference
 from utils.evaluation.tide import ERRORS, TideResult, tide_errors
-from utils.io.checkpoint import load_checkpoint, save_checkpoint
+from utils.hooks import EpochEnd, Hook
+from utils.io.checkpoint import load_checkpoint
 from utils.io.files import increment_path, yaml_load, yaml_save
 from utils.torch_utils import CPUS_ENV, LOGGER, time_sync, usable_cpus
 
@@ -226,55 +227,35 @@ class _FirstBatchDigest:
             yield batch
 
 
-class RecordingTrainer(train.Trainer):
-    """train.py's Trainer that also writes ``compare.json`` beside results.csv after every epoch: the train
-    and val seconds of the epoch and the digest of its first batch (the pairing check)."""
+class Recorder(Hook):
+    """Writes ``compare.json`` beside results.csv after every epoch: the train and val seconds of the epoch and
+    the digest of its first batch (the pairing check); with ``budget_min``, the --budget-time check: the run's
+    train + val seconds so far (resumed epochs included) against the budget; past it, the run stops after this
+    epoch as an early stop does (saved by the Checkpointer, which runs after this hook)."""
 
-    def __init__(self, opt: argparse.Namespace, budget_min: float | None = None):
-        super().__init__(opt)
-        self.record_file = self.save_dir / RECORD
-        old = json.loads(self.record_file.read_text()) if opt.resume and self.record_file.is_file() else {}
-        self.record = {"imgsz": self.imgsz, "device": str(self.device), "epochs": old.get("epochs", {})}
+    def __init__(self, budget_min: float | None = None):
         self.budget_s = None if budget_min is None else 60 * float(budget_min)
-        self.train_loader = _FirstBatchDigest(self.train_loader)
-        self._epoch: dict = {}
+        self.record: dict = {}
+        self.record_file: Path | None = None
 
-    def train_epoch(self, epoch: int) -> torch.Tensor:
-        t0 = time_sync(self.device)
-        mloss = super().train_epoch(epoch)
-        self._epoch = {"train_s": time_sync(self.device) - t0, "first_batch_sha1": self.train_loader.digest}
-        return mloss
+    def before_train(self, trainer: train.Trainer) -> None:
+        self.record_file = trainer.save_dir / RECORD
+        old = json.loads(self.record_file.read_text()) if trainer.opt.resume and self.record_file.is_file() else {}
+        self.record = {"imgsz": trainer.imgsz, "device": str(trainer.device), "epochs": old.get("epochs", {})}
+        trainer.train_loader = _FirstBatchDigest(trainer.train_loader)
 
-    def validate(self, run_val: bool, final: bool = False):
-        t0 = time_sync(self.device)
-        results = super().validate(run_val, final)
-        self._epoch["val_s"] = time_sync(self.device) - t0
-        self._epoch["precise_bn_s"] = self.bn_seconds
-        return results
-
-    def log_epoch(self, epoch: int, mloss: torch.Tensor, results, lrs: list[float]) -> None:
-        super().log_epoch(epoch, mloss, results, lrs)
-        self.record["epochs"][str(epoch)] = self._epoch
-        self._write_record()
-
-    def end_epoch(self, epoch: int, mloss: torch.Tensor, lrs: list[float]):
-        """train.py's end of an epoch, then the --budget-time check: the run's train + val seconds so far (resumed
-        epochs included) against the budget; past it, the run stops here as an early stop does."""
-        results, stop = super().end_epoch(epoch, mloss, lrs)
-        if self.budget_s is None:
-            return results, stop
-        used = sum(e.get("train_s", 0.0) + e.get("val_s", 0.0) for e in self.record["epochs"].values())
-        self.record["budget"] = {"minutes": self.budget_s / 60, "used_s": used, "epochs_reached": epoch + 1,
-                                 "stopped": bool(used >= self.budget_s and epoch + 1 < self.opt.epochs)}
-        self._write_record()
-        if self.record["budget"]["stopped"] and not stop:
-            LOGGER.info(f"--budget-time: {used / 60:.2f} of {self.budget_s / 60:g} min used after epoch {epoch}: "
-                        f"stopping")
-            if self.opt.nosave:  # --nosave saves the final epoch only: this one is final now
-                save_checkpoint(self.checkpoint(epoch), self.wdir / "last.pt")
-        return results, stop or self.record["budget"]["stopped"]
-
-    def _write_record(self) -> None:
+    def after_epoch(self, trainer: train.Trainer, end: EpochEnd) -> None:
+        self.record["epochs"][str(end.epoch)] = {"train_s": end.train_s, "first_batch_sha1": trainer.train_loader.digest,
+                                                 "val_s": end.val_s, "precise_bn_s": end.bn_s}
+        if self.budget_s is not None:
+            used = sum(e.get("train_s", 0.0) + e.get("val_s", 0.0) for e in self.record["epochs"].values())
+            stopped = bool(used >= self.budget_s and not end.final)
+            self.record["budget"] = {"minutes": self.budget_s / 60, "used_s": used, "epochs_reached": end.epoch + 1,
+                                     "stopped": stopped}
+            if stopped and not end.stop:
+                LOGGER.info(f"--budget-time: {used / 60:.2f} of {self.budget_s / 60:g} min used after epoch "
+                            f"{end.epoch}: stopping")
+            end.stop = end.stop or stopped
         tmp = self.record_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.record, indent=1))
         os.replace(tmp, self.record_file)
@@ -345,12 +326,7 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str,
     if device is not None and gpu_list(opt.device):
         opt.device = device
     Path(opt.save_dir).mkdir(parents=True, exist_ok=True)
-    trainer = RecordingTrainer(opt, budget_min)
-    if state != "interrupted":
-        yaml_save(run / "hyp.yaml", yaml_load(opt.hyp))
-        yaml_save(run / "opt.yaml", vars(opt))
-    trainer.fit()
-    del trainer
+    train.run(opt, hooks=[Recorder(budget_min)])
     gc.collect()
 
 

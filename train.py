@@ -42,11 +42,11 @@ from utils.data.dataloaders import (
     labels_to_image_weights,
 )
 from utils.evaluation.metrics import fitness
-from utils.evaluation.plots import plot_evolve, plot_images, plot_labels, plot_results
-from utils.io.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
+from utils.evaluation.plots import plot_evolve, plot_images, plot_labels
+from utils.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
+from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
 from utils.io.hyp import append_evolve_csv, check_hyp, mutate_hyp, read_evolve_csv
-from utils.io.tensorboard import TensorBoardLogger
 from utils.torch_utils import (
     LOGGER,
     DistContext,
@@ -55,12 +55,10 @@ from utils.torch_utils import (
     cpu_training_plan,
     dist_backend,
     ema_schedule,
-    has_batchnorm,
     init_distributed,
     init_seeds,
     main_process_first,
     plain_state,
-    precise_bn,
     reduce_mean,
     select_device,
     smart_optimizer,
@@ -81,20 +79,6 @@ def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
     return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
 
 
-def bn_batches(dataset, batch_size: int, n: int, seed: int, epoch: int, device: torch.device,
-               mosaic: bool | None = None):
-    """``n`` train batches with ``epoch``'s augmentation (images drawn from a permutation of their own), as float
-    tensors on ``device``, for precise BN. The train loader's order and augmentation draws are untouched.
-    ``mosaic=False``: each image letterboxed on its own (the rest of the augmentation kept), the input
-    distribution the model is validated and deployed on; None: as the training epoch has it."""
-    order = np.random.default_rng([seed, epoch, 0x42]).permutation(len(dataset))[:n * batch_size]
-    mosaic = dataset.mosaic if mosaic is None else mosaic
-    keys = [(int(i), epoch, mosaic) for i in order]
-    for k in range(0, len(keys), batch_size):
-        imgs = dataset.collate_fn([dataset[key] for key in keys[k:k + batch_size]])[0]
-        yield imgs.to(device, non_blocking=True).float() / 255
-
-
 def multi_scale_size(imgsz: int, gs: int, seed: int, epoch: int, batch: int) -> int:
     """--multi-scale: batch ``batch`` of ``epoch`` trains at a size drawn uniformly from [0.5, 1.5] x imgsz and
     floored to a multiple of the max stride ``gs`` (at least ``gs``), from (seed, epoch, batch) alone."""
@@ -103,32 +87,18 @@ def multi_scale_size(imgsz: int, gs: int, seed: int, epoch: int, batch: int) -> 
     return max(sz // gs * gs, gs)
 
 
-class EarlyStopping:
-    """Stop when fitness has not improved for ``patience`` epochs (0 disables)."""
-
-    def __init__(self, patience: int = 30):
-        self.best_fitness, self.best_epoch = 0.0, 0
-        self.patience = patience or float("inf")
-
-    def __call__(self, epoch: int, fitness_value: float) -> bool:
-        if fitness_value >= self.best_fitness:
-            self.best_epoch, self.best_fitness = epoch, fitness_value
-        stop = epoch - self.best_epoch >= self.patience
-        if stop:
-            LOGGER.info(f"Stopping training early: no improvement in the last {self.patience} epochs; best "
-                        f"results at epoch {self.best_epoch}. Use --patience 0 to disable.")
-        return stop
-
-
 class Trainer:
-    """One training run: set up, then epochs of (train, validate, log, save), then a final validation.
+    """One training run: set up, then epochs of batches, each followed by its hooks (validate, log, save: see
+    utils/hooks.py for the events and the built-in hooks), then the hooks' end of the run.
 
-    Under torchrun (DDP) every rank trains on its share of each batch; rank 0 alone writes the run folder,
-    logs, validates, plots, saves and keeps the EMA (from its model, whose weights DDP keeps equal on every
-    rank), and its end-of-epoch decisions (early stop, the per-class mAPs --image-weights reads) go to all."""
+    Under torchrun (DDP) every rank trains on its share of each batch; rank 0 alone runs the epoch-end and run-end
+    hooks (writes the run folder, logs, validates, plots, saves) and keeps the EMA (from its model, whose weights
+    DDP keeps equal on every rank), and its end-of-epoch decisions (stop, the per-class mAPs --image-weights reads)
+    go to all. ``hooks`` are added to the built-in ones (``default_hooks``) and run in order of priority."""
 
-    def __init__(self, opt: argparse.Namespace):
+    def __init__(self, opt: argparse.Namespace, hooks: list[Hook] | tuple = ()):
         self.opt = opt
+        self.hooks = ordered([*default_hooks(opt), *hooks])
         self.dist = DistContext.current()  # rank 0 of 1 unless launched by torchrun
         self.main = self.dist.main
         self.save_dir = Path(opt.save_dir)
@@ -169,12 +139,8 @@ class Trainer:
         if opt.compile:  # the EMA copy (validation) and the checkpoints keep the plain module
             LOGGER.info(f"--compile: torch.compile(backend={opt.compile!r}); the first batches compile (timed below)")
             self.net = torch.compile(self.net, backend=opt.compile)
-        self.compile_seconds = 0.0  # --compile: extra time of the first step over a compiled one
         self.criterion = self.model.criterion(self.hyp, self.imgsz, opt.label_smoothing)
-        self.tb = TensorBoardLogger(self.save_dir, enabled=self.main)
         self.loss_names = list(self.criterion.loss_names)
-        self.stopper = EarlyStopping(opt.patience)
-        self.bn_seconds = 0.0  # precise BN time of the last epoch
         self.maps = np.zeros(self.nc)  # per-class mAP50-95 of the last validation (--image-weights)
 
     # ------------------------------------------------------------------ set-up
@@ -281,25 +247,16 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
 
-    def refresh_bn(self, epoch: int) -> None:
-        """Precise BN: the EMA model's BatchNorm statistics re-estimated on --precise-bn train batches without
-        mosaic (each train image letterboxed on its own, as val and deployment see images), in place, so
-        validation and the saved weights use statistics that match the weights and the inputs."""
-        self.bn_seconds = 0.0
-        if self.opt.precise_bn <= 0 or not has_batchnorm(self.ema.ema):
-            return
-        t0 = time.time()
-        batches = bn_batches(self.dataset, self.opt.batch_size, self.opt.precise_bn, self.opt.seed, epoch,
-                             self.device, mosaic=False)
-        n = precise_bn(self.ema.ema, batches)
-        self.bn_seconds = time.time() - t0
-        LOGGER.info(f"precise BN: statistics re-estimated on {n} train batches in {self.bn_seconds:.1f} s")
-
     # ------------------------------------------------------------------ the story of a run
+    def call(self, event: str, *args) -> None:
+        """Every hook's ``event`` (utils/hooks.py), in order."""
+        for hook in self.hooks:
+            getattr(hook, event)(self, *args)
+
     def fit(self) -> validate.ValResult | None:
         """Train; the last validation's results (None on DDP ranks other than 0, which do not validate)."""
         opt = self.opt
-        nb = len(self.train_loader)
+        self.nb = nb = len(self.train_loader)
         self.nw = max(round(self.hyp["warmup_epochs"] * nb), 100) if self.hyp["warmup_epochs"] > 0 else -1
         self.scheduler.last_epoch = self.start_epoch - 1
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -307,36 +264,27 @@ class Trainer:
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\nUsing {self.train_loader.num_workers} "
                     f"dataloader workers\nLogging results to {self.save_dir}\nStarting training for "
                     f"{opt.epochs} epochs...")
-        self.tb.graph(self.model, self.imgsz)
+        self.call("before_train")
         t0, results = time.time(), None
         for epoch in range(self.start_epoch, opt.epochs):
+            t_epoch = time_sync(self.device)
             mloss = self.train_epoch(epoch)
+            train_s = time_sync(self.device) - t_epoch
             lrs = [g["lr"] for g in self.optimizer.param_groups]
             self.scheduler.step()
+            stop = False
             if self.main:
-                results, stop = self.end_epoch(epoch, mloss, lrs)
+                end = EpochEnd(epoch, opt.epochs, mloss, lrs, train_s)
+                self.call("after_epoch", end)
+                results, stop = end.results, end.stop
             stop, self.maps = broadcast_object((stop, self.maps) if self.main else None)  # rank 0's, on every rank
             if stop:
                 break
         LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
         if self.main:
-            self.finish()
+            self.call("after_train")
+            LOGGER.info(f"Results saved to {self.save_dir}")
         return results
-
-    def end_epoch(self, epoch: int, mloss: torch.Tensor, lrs: list[float]) -> tuple[validate.ValResult, bool]:
-        """Rank 0's end of an epoch: precise BN, validation, early stopping, results.csv, checkpoints."""
-        opt = self.opt
-        self.refresh_bn(epoch)
-        final = epoch + 1 == opt.epochs
-        results = self.validate(final or not opt.noval, final=final)
-        fi = float(fitness(np.array(results.metrics()).reshape(1, -1))[0])
-        stop = self.stopper(epoch, fi)
-        self.best_validated = final and fi >= self.best_fitness  # save() below writes this epoch to best.pt
-        self.best_fitness = max(self.best_fitness, fi)
-        self.log_epoch(epoch, mloss, results, lrs)
-        if not opt.nosave or final or stop:
-            self.save(epoch, fi)
-        return results, stop
 
     def begin_epoch(self, epoch: int) -> None:
         """Epoch set-up: the loader's epoch, mosaic closing, image weights, the head's epoch-switched behaviour."""
@@ -352,6 +300,7 @@ class Trainer:
         self.model.on_epoch(state)  # the head's epoch-switched behaviour (and the EMA copy's, for validation)
         self.ema.ema.on_epoch(state)
         self.criterion.on_epoch(state)
+        self.call("before_epoch", epoch)
 
     def weight_images(self) -> None:
         """--image-weights (YOLOv5): a class weighs its normalised inverse label frequency x (1 - its last
@@ -386,14 +335,12 @@ class Trainer:
                 imgs = self.rescale(imgs, epoch, i)
             self.warmup(ni, epoch)
             step = ni - self.last_opt_step >= self.accumulate
-            timed = opt.compile and ni - nb * self.start_epoch < 2  # step 0 compiles; step 1 shows the compiled speed
-            t_step = time_sync(self.device) if timed else 0.0
+            self.call("before_step", ni)
             items = self.forward_backward(imgs, targets, sync=step)
-            if timed:
-                self.log_compile(ni - nb * self.start_epoch, time_sync(self.device) - t_step)
             if step:
                 self.optimizer_step()
                 self.last_opt_step = ni
+            self.call("after_step", ni, step)
             mloss = (mloss * i + items) / (i + 1)
             mem = f"{torch.cuda.memory_reserved() / 1e9 if self.amp else 0:.3g}G"
             pbar.set_description(("%11s" * 2 + "%11.4g" * (len(self.loss_names) + 2)) % (
@@ -415,16 +362,6 @@ class Trainer:
             self.scaler.scale(loss * self.dist.world_size).backward()
         return items
 
-    def log_compile(self, k: int, seconds: float) -> None:
-        """--compile: after the second step, the first step's time (tracing and code generation included), the
-        compile overhead (first minus second) and a compiled step's time (bench/README.md: --compile)."""
-        if k == 0:
-            self.compile_seconds = seconds
-            return
-        self.compile_seconds -= seconds
-        LOGGER.info(f"--compile: first step {self.compile_seconds + seconds:.1f} s (compilation "
-                    f"{self.compile_seconds:.1f} s), compiled step {seconds:.2f} s")
-
     def warmup(self, ni: int, epoch: int) -> None:
         """Linear warmup of lr (bias lr falls from warmup_bias_lr), momentum and accumulation."""
         if ni > self.nw:
@@ -445,36 +382,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad()
-        if self.main:  # the only EMA that is validated and saved
-            self.ema.update(self.model)
 
-    def validate(self, run_val: bool, final: bool = False) -> validate.ValResult:
-        """The EMA on the val set; the final epoch's validation also prints per-class results and draws the plots
-        (finish() then re-validates best.pt only if it is an earlier epoch's)."""
-        if not run_val:
-            return validate.ValResult(0.0, 0.0, 0.0, 0.0, [0.0] * len(self.loss_names), np.zeros(self.nc),
-                                      (0.0, 0.0, 0.0))
-        results = validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=self.ema.ema,
-                               single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
-                               plots=final and not self.opt.noplots, verbose=final, criterion=self.criterion)
-        self.maps = np.asarray(results.maps, dtype=float)
-        return results
-
-    # ------------------------------------------------------------------ logging and checkpoints
-    def csv_header(self) -> list[str]:
-        return (["epoch"] + [f"train/{n}_loss" for n in self.loss_names]
-                + ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"]
-                + [f"val/{n}_loss" for n in self.loss_names] + ["x/lr0", "x/lr1", "x/lr2"])
-
-    def log_epoch(self, epoch: int, mloss: torch.Tensor, results: validate.ValResult, lrs: list[float]) -> None:
-        values = [epoch, *mloss.tolist(), *results.metrics(), *results.losses, *lrs]
-        new = not self.csv.exists()
-        with open(self.csv, "a", newline="") as f:
-            if new:
-                f.write(",".join("%20s" % k for k in self.csv_header()) + "\n")
-            f.write(",".join(["%20i" % epoch] + ["%20.5g" % v for v in values[1:]]) + "\n")
-        self.tb.scalars(dict(zip(self.csv_header()[1:], values[1:])), epoch)
-
+    # ------------------------------------------------------------------ checkpoints
     def _truncate_csv(self, start_epoch: int) -> None:
         """Drop rows of epochs that will be trained again (a kill after logging, before saving)."""
         if not self.csv.exists():
@@ -489,37 +398,6 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "yaml": self.model.yaml, "names": self.names,
                 "opt": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()},
                 "date": datetime.now().isoformat()}
-
-    def save(self, epoch: int, fi: float) -> None:
-        ckpt = self.checkpoint(epoch)
-        save_checkpoint(ckpt, self.wdir / "last.pt")
-        if self.best_fitness == fi:
-            save_checkpoint(ckpt, self.wdir / "best.pt")
-        if self.opt.save_period > 0 and epoch % self.opt.save_period == 0:
-            save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
-
-    def finish(self) -> None:
-        """Strip the optimizer from last/best, validate best.pt with plots, draw results.png."""
-        for f in (self.wdir / "last.pt", self.wdir / "best.pt"):
-            if f.exists():
-                ckpt = load_checkpoint(f)
-                ckpt.update(model=ckpt["ema"], ema=None, optimizer=None, updates=0, epoch=-1)
-                save_checkpoint(ckpt, f)
-        best = self.wdir / "best.pt"
-        if self.best_validated:  # the same weights, validated with plots a moment ago: not again
-            LOGGER.info(f"{best} is the final epoch's EMA: its validation above is the final one")
-            self.tb.images(sorted(self.save_dir.glob("val_batch*_pred.jpg")), self.opt.epochs - 1)
-        elif best.exists() and not self.opt.noval:
-            LOGGER.info(f"\nValidating {best}...")
-            model = DetectionModel.from_checkpoint(load_checkpoint(best)).to(self.device)
-            validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=model,
-                         single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
-                         plots=not self.opt.noplots, verbose=True, criterion=self.criterion)
-            self.tb.images(sorted(self.save_dir.glob("val_batch*_pred.jpg")), self.opt.epochs - 1)
-        if not self.opt.noplots and self.csv.exists():
-            plot_results(self.csv)
-        self.tb.close()
-        LOGGER.info(f"Results saved to {self.save_dir}")
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -725,6 +603,16 @@ def write_best_hyp(path: Path, header: list[str], rows: np.ndarray, fits: np.nda
     path.write_text("\n".join(lines) + "\n" + yaml.safe_dump(hyp, sort_keys=False))
 
 
+def run(opt: argparse.Namespace, hooks: list[Hook] | tuple = ()) -> validate.ValResult | None:
+    """Train one run of resolved options (``resolve_opt``) with ``hooks`` added to the built-in ones; a new run
+    (not --resume) first writes its hyp.yaml and opt.yaml. The final validation's results (None off rank 0)."""
+    trainer = Trainer(opt, hooks)
+    if trainer.main and not opt.resume:
+        yaml_save(Path(opt.save_dir) / "hyp.yaml", yaml_load(opt.hyp) if isinstance(opt.hyp, (str, Path)) else opt.hyp)
+        yaml_save(Path(opt.save_dir) / "opt.yaml", vars(opt))
+    return trainer.fit()
+
+
 def main(argv: list[str] | None = None) -> int:
     ctx = DistContext.from_env()  # torchrun's environment; rank 0 of 1 for python train.py
     logging.basicConfig(level=logging.INFO if ctx.main else logging.WARNING, format="%(message)s")
@@ -740,11 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             yaml_save(save_dir / "opt.yaml", vars(opt))
             evolve(opt)
             return 0
-        trainer = Trainer(opt)
-        if ctx.main and not opt.resume:
-            yaml_save(save_dir / "hyp.yaml", yaml_load(opt.hyp))
-            yaml_save(save_dir / "opt.yaml", vars(opt))
-        trainer.fit()
+        run(opt)
     except (FileNotFoundError, ValueError) as e:
         LOGGER.error(f"{'' if ctx.main else f'rank {ctx.rank}: '}error: {e}")
         return 2

@@ -7,7 +7,8 @@ every epoch end measures what the EMA rule does to a head's val curve, with no s
 
 Each horizon is a fraction of the run's optimizer updates (utils.torch_utils.ema_schedule's rule with that
 fraction: tau = horizon / 5), ``0`` the raw weights (no EMA) and ``yolov5`` YOLOv5's decay 0.9999 / tau 2000.
-The run itself trains and saves as train.py with the given flags (its own EMA is train.py's default).
+The run itself trains and saves as train.py with the given flags (its own EMA is train.py's default); the
+horizons are a training hook (utils/hooks.py) added to it.
 Writes <run>/ema_horizon.json and prints, per horizon, each epoch's mAP50-95, the drops of mAP50 > 0.1 after
 epoch 5 and best - final mAP50-95 (issue 13's stability figures).
 """
@@ -27,6 +28,7 @@ import torch  # noqa: E402
 
 import train  # noqa: E402
 import val as validate  # noqa: E402
+from utils.hooks import EpochEnd, Hook  # noqa: E402
 from utils.torch_utils import LOGGER, YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU, ModelEMA  # noqa: E402
 
 
@@ -53,42 +55,44 @@ def horizon_schedule(name: str, total_updates: int) -> tuple[float, float]:
     return 1.0 - 1.0 / horizon, horizon / 5
 
 
-class HorizonTrainer(train.Trainer):
-    """train.py's Trainer that also keeps one EMA per horizon and validates each after every epoch."""
+class Horizons(Hook):
+    """A training hook: one extra EMA per horizon, each updated after every optimizer step (after train.py's
+    own) and validated after every epoch (after train.py's validation); the curves go to <run>/ema_horizon.json."""
 
-    def __init__(self, opt: argparse.Namespace, horizons: list[str]):
-        super().__init__(opt)
-        updates = opt.epochs * math.ceil(len(self.train_loader) / max(round(train.NBS / opt.batch_size), 1))
-        self.extra = {}
-        for name in horizons:
+    def __init__(self, horizons: list[str]):
+        self.horizons = horizons
+        self.extra: dict[str, ModelEMA] = {}
+        self.curves: dict[str, list[dict]] = {name: [] for name in horizons}
+
+    def before_train(self, trainer: train.Trainer) -> None:
+        opt = trainer.opt
+        updates = opt.epochs * math.ceil(len(trainer.train_loader) / max(round(train.NBS / opt.batch_size), 1))
+        for name in self.horizons:
             if name.startswith("g"):  # g0.2: growing horizon, 20% of the updates so far
-                ema = GrowingEMA(self.model, float(name[1:]))
-                self.extra[name] = ema
+                self.extra[name] = GrowingEMA(trainer.model, float(name[1:]))
                 LOGGER.info(f"horizon {name}: growing, {float(name[1:]):.0%} of the updates so far")
                 continue
-            ema = ModelEMA(self.model)
+            ema = ModelEMA(trainer.model)
             ema.decay, ema.tau = horizon_schedule(name, updates)
             self.extra[name] = ema
             LOGGER.info(f"horizon {name}: decay {ema.decay:.4g}, tau {ema.tau:.4g}")
-        self.curves: dict[str, list[dict]] = {name: [] for name in horizons}
 
-    def optimizer_step(self) -> None:
-        super().optimizer_step()
-        for ema in self.extra.values():
-            ema.update(self.model)
+    def after_step(self, trainer: train.Trainer, ni: int, stepped: bool) -> None:
+        if stepped:
+            for ema in self.extra.values():
+                ema.update(trainer.model)
 
-    def validate(self, run_val: bool) -> validate.ValResult:
-        result = super().validate(run_val)
+    def after_epoch(self, trainer: train.Trainer, end: EpochEnd) -> None:
+        opt = trainer.opt
         for name, ema in self.extra.items():
-            ema.ema.on_epoch(train.EpochState(len(self.curves[name]), self.opt.epochs, self.dataset.mosaic))
-            r = validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=ema.ema,
-                             single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
-                             plots=False, criterion=self.criterion)
+            ema.ema.on_epoch(train.EpochState(len(self.curves[name]), opt.epochs, trainer.dataset.mosaic))
+            r = validate.run(trainer.data, batch_size=opt.batch_size * 2, imgsz=trainer.imgsz, model=ema.ema,
+                             single_cls=opt.single_cls, dataloader=trainer.val_loader, save_dir=trainer.save_dir,
+                             plots=False, criterion=trainer.criterion)
             self.curves[name].append({"p": r.mp, "r": r.mr, "map50": r.map50, "map": r.map,
                                       "maps": [round(float(x), 4) for x in r.maps],
                                       "val_loss": float(sum(r.losses))})
-        (self.save_dir / "ema_horizon.json").write_text(json.dumps(self.curves, indent=1))
-        return result
+        (trainer.save_dir / "ema_horizon.json").write_text(json.dumps(self.curves, indent=1))
 
 
 def stability(curve: list[dict]) -> tuple[int, float, float]:
@@ -108,14 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     if opt.threads:
         torch.set_num_threads(opt.threads)
     topt = train.resolve_opt(train.parse_opt(rest))
-    trainer = HorizonTrainer(topt, opt.horizons)
-    trainer.fit()
+    hook = Horizons(opt.horizons)
+    train.run(topt, hooks=[hook])
     print("\n| horizon | final decay | drops mAP50 > 0.1 after ep 5 | best - final mAP50-95 | final mAP50-95 | curve |")
     print("|---|---|---|---|---|---|")
-    for name, curve in trainer.curves.items():
+    for name, curve in hook.curves.items():
         drops, gap, final = stability(curve)
         maps = " ".join(f"{c['map']:.3f}" for c in curve)
-        decay = trainer.extra[name].current_decay()
+        decay = hook.extra[name].current_decay()
         print(f"| {name} | {decay:.4g} | {drops} | {gap:.4f} | {final:.3f} | {maps} |")
     return 0
 

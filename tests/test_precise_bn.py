@@ -9,6 +9,7 @@ import torch
 
 import train
 import val as validate
+from utils.hooks import refresh_bn
 from utils.torch_utils import YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU, ema_schedule, precise_bn
 
 
@@ -32,7 +33,7 @@ def bn_stats(model):
 
 def test_corrupted_bn_statistics_validate_badly_and_precise_bn_restores_them(tiny_data, tmp_path):
     t = make_trainer(tiny_data, tmp_path, "--precise-bn", "4")
-    t.refresh_bn(0)  # statistics that match the weights
+    refresh_bn(t, 0)  # statistics that match the weights
     good = val_loss(t)
     reference = bn_stats(t.ema.ema)
     g = torch.Generator().manual_seed(0)
@@ -40,11 +41,11 @@ def test_corrupted_bn_statistics_validate_badly_and_precise_bn_restores_them(tin
     precise_bn(t.ema.ema, stale)
     corrupted = val_loss(t)
     assert corrupted > 1.5 * good, (good, corrupted)
-    t.refresh_bn(0)
+    seconds = refresh_bn(t, 0)
     assert val_loss(t) == pytest.approx(good, rel=1e-4)
     for a, b in zip(bn_stats(t.ema.ema), reference):  # same batches, same statistics
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert t.bn_seconds > 0
+    assert seconds > 0
 
 
 def test_precise_bn_leaves_the_training_data_untouched(tiny_data, tmp_path):

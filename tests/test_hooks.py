@@ -1,8 +1,8 @@
 """Training hooks (utils/hooks.py): the events a caller's hook sees, in order, and what it may change."""
 import pytest
+from toy_hook import EventLog
 
 import train
-from toy_hook import EventLog
 from utils.hooks import Hook, default_hooks, ordered
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from data.generators import shapes
 from utils.data import dataloaders as dl
+from utils.data import labels as labels_module
 from utils.data.dataloaders import check_dataset, create_dataloader, img2label_paths, list_images
 
 TINY = dict(imgsz=96, n_train=12, n_val=4, video_seconds=0)
@@ -264,9 +265,9 @@ def test_cache_reused_stale_and_unreadable_rebuilt(bad_dataset, monkeypatch, cap
     dl.LoadImagesAndLabels(src, img_size=64, names=names)
     cache = bad_dataset / "labels" / "train.cache"
     assert cache.is_file()
-    real_run = dl._run_checks
+    real_run = labels_module._run_checks
     calls = []
-    monkeypatch.setattr(dl, "_run_checks", lambda *a: calls.append(1) or real_run(*a))
+    monkeypatch.setattr(labels_module, "_run_checks", lambda *a: calls.append(1) or real_run(*a))
     ds = dl.LoadImagesAndLabels(src, img_size=64, names=names)
     assert calls == [] and ds.report.counts["duplicate"] == 1  # served from the cache
     (bad_dataset / "labels" / "train" / "dup.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # size changes

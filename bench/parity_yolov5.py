@@ -7,8 +7,8 @@
 Each side's own train.py, default flags but for the shared recipe: yolov5n from scratch, ``--imgsz`` 320, batch 16,
 ``--epochs`` 10, SGD with hyp.scratch-low, one process per run with ``--threads`` torch threads (``--jobs`` runs at
 once). Ours runs with YOLOv5's EMA (``--ema-decay 0.9999 --ema-tau 2000``) so that both sides follow one recipe;
-``--ours-args`` adds or overrides flags. The data: ``--n-train`` images at ``--imgsz`` px (built-in generator, seed 0,
-``--n-val`` val images), written once under ``--project``. Runs are resumable: a run whose results.csv has every
+``--ours-args`` adds or overrides flags. The data: the built-in dataset's generator settings (data/shapes.yaml) at
+``--imgsz`` px with ``--n-train`` / ``--n-val`` images, written once under ``--project``. Runs are resumable: a run whose results.csv has every
 epoch is skipped, an unfinished one is trained again from scratch.
 
 Prints and writes (``<project>/parity.md``, ``parity.json``) per side and seed the final epoch's val mAP50,
@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from utils.data.dataloaders import check_dataset  # noqa: E402
+from utils.io.files import yaml_read  # noqa: E402
 
-NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
 # results.csv columns of the two train.py's: (YOLOv5 v7.0 name, ours)
 COLUMNS = {"box": ("train/box_loss", "train/box_loss"), "obj": ("train/obj_loss", "train/obj_loss"),
            "cls": ("train/cls_loss", "train/cls_loss"), "mAP50": ("metrics/mAP_0.5", "metrics/mAP_0.5"),
@@ -46,10 +46,12 @@ REF_ENV = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 
 
 def make_data(project: Path, imgsz: int, n_train: int, n_val: int) -> tuple[Path, Path]:
-    """The generated set, and a data YAML for each side (YOLOv5's has no ``generate`` section)."""
+    """The generated set (the built-in dataset's generator settings, data/shapes.yaml, at ``imgsz`` with ``n_train``
+    / ``n_val`` images), and a data YAML for each side (YOLOv5's has no ``generate`` section)."""
+    builtin = yaml_read(ROOT / "data" / "shapes.yaml")
+    generate = {**builtin["generate"], "imgsz": imgsz, "n_train": n_train, "n_val": n_val, "video_seconds": 0}
     spec = {"path": str(project / f"shapes{n_train}-{imgsz}"), "train": "images/train", "val": "images/val",
-            "names": NAMES, "generate": {"generator": "shapes", "seed": 0, "imgsz": imgsz, "n_train": n_train,
-                                         "n_val": n_val, "classes": list(NAMES.values()), "video_seconds": 0}}
+            "names": builtin["names"], "generate": generate}
     ours = project / "data-ours.yaml"
     ours.write_text(yaml.safe_dump(spec, sort_keys=False))
     check_dataset(str(ours))  # generated here, once, for both sides

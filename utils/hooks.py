@@ -298,7 +298,8 @@ class Checkpointer(Hook):
 
 class CompileReport(Hook):
     """--compile: the first step's time (tracing and code generation included), the compile overhead (first minus
-    second) and a compiled step's time, logged after the second step (bench/README.md: --compile)."""
+    second) and a compiled step's time, logged after the second step (bench/README.md: --compile). A step is the
+    forward and backward and, on a batch that ends an accumulation, the optimizer step and the EMA update."""
 
     priority = 80
 

@@ -43,7 +43,7 @@ from utils.data.dataloaders import (
 )
 from utils.evaluation.metrics import fitness
 from utils.evaluation.plots import plot_evolve, plot_images, plot_labels
-from utils.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
+from utils.training.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
 from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
 from utils.io.hyp import append_evolve_csv, check_hyp, mutate_hyp, read_evolve_csv
@@ -89,7 +89,7 @@ def multi_scale_size(imgsz: int, gs: int, seed: int, epoch: int, batch: int) -> 
 
 class Trainer:
     """One training run: set up, then epochs of batches, each followed by its hooks (validate, log, save: see
-    utils/hooks.py for the events and the built-in hooks), then the hooks' end of the run.
+    utils/training/hooks.py for the events and the built-in hooks), then the hooks' end of the run.
 
     Under torchrun (DDP) every rank trains on its share of each batch; rank 0 alone runs the epoch-end and run-end
     hooks (writes the run folder, logs, validates, plots, saves) and keeps the EMA (from its model, whose weights
@@ -249,7 +249,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the story of a run
     def call(self, event: str, *args) -> None:
-        """Every hook's ``event`` (utils/hooks.py), in order."""
+        """Every hook's ``event`` (utils/training/hooks.py), in order."""
         for hook in self.hooks:
             getattr(hook, event)(self, *args)
 
@@ -382,6 +382,21 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad()
+
+    # ------------------------------------------------------------------ what hooks call
+    def evaluate(self, model: DetectionModel | None, final: bool = False) -> validate.ValResult:
+        """val.py on this run's val loader with its criterion (the final validation also prints per-class results
+        and draws the plots); ``model`` None: the all-zero result of an epoch that is not validated (--noval)."""
+        if model is None:
+            return validate.ValResult(0.0, 0.0, 0.0, 0.0, [0.0] * len(self.loss_names), np.zeros(self.nc),
+                                      (0.0, 0.0, 0.0))
+        return validate.run(self.data, batch_size=self.opt.batch_size * 2, imgsz=self.imgsz, model=model,
+                            single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
+                            plots=final and not self.opt.noplots, verbose=final, criterion=self.criterion)
+
+    def load_weights(self, path: Path) -> DetectionModel:
+        """A checkpoint of this run (its EMA weights) as a model on the run's device."""
+        return DetectionModel.from_checkpoint(load_checkpoint(path)).to(self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def _truncate_csv(self, start_epoch: int) -> None:

@@ -8,7 +8,7 @@ every epoch end measures what the EMA rule does to a head's val curve, with no s
 Each horizon is a fraction of the run's optimizer updates (utils.torch_utils.ema_schedule's rule with that
 fraction: tau = horizon / 5), ``0`` the raw weights (no EMA) and ``yolov5`` YOLOv5's decay 0.9999 / tau 2000.
 The run itself trains and saves as train.py with the given flags (its own EMA is train.py's default); the
-horizons are a training hook (utils/hooks.py) added to it.
+horizons are a training hook (utils/training/hooks.py) added to it.
 Writes <run>/ema_horizon.json and prints, per horizon, each epoch's mAP50-95, the drops of mAP50 > 0.1 after
 epoch 5 and best - final mAP50-95 (issue 13's stability figures).
 """
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 import train  # noqa: E402
 import val as validate  # noqa: E402
-from utils.hooks import EpochEnd, Hook  # noqa: E402
+from utils.training.hooks import EpochEnd, Hook  # noqa: E402
 from utils.torch_utils import LOGGER, YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU, ModelEMA  # noqa: E402
 
 

@@ -1,9 +1,9 @@
-"""Training hooks (utils/hooks.py): the events a caller's hook sees, in order, and what it may change."""
+"""Training hooks (utils/training/hooks.py): the events a caller's hook sees, in order, and what it may change."""
 import pytest
 from toy_hook import EventLog
 
 import train
-from utils.hooks import Hook, default_hooks, ordered
+from utils.training.hooks import Hook, default_hooks, ordered
 
 
 def opt_for(data, tmp_path, *extra):
@@ -40,5 +40,5 @@ def test_hooks_run_by_priority_and_must_be_hooks(tiny_data, tmp_path):
     assert isinstance(hooks[0], First) and isinstance(hooks[-1], Late)
     assert [type(h).__name__ for h in hooks[1:-1]] == ["EMAUpdate", "PreciseBN", "Validation", "BestFitness",
                                                        "ResultsCSV", "TensorBoard", "Checkpointer"]
-    with pytest.raises(TypeError, match="utils.hooks.Hook"):
+    with pytest.raises(TypeError, match="utils.training.hooks.Hook"):
         ordered([object()])

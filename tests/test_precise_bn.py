@@ -9,7 +9,7 @@ import torch
 
 import train
 import val as validate
-from utils.hooks import refresh_bn
+from utils.training.hooks import refresh_bn
 from utils.torch_utils import YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU, ema_schedule, precise_bn
 
 

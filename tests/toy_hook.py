@@ -1,6 +1,6 @@
 """A test-only training hook: it records every event it sees and can stop a run after a given epoch. It plugs in
-through ``train.run(opt, hooks=[EventLog()])`` with no edit to train.py or utils/hooks.py."""
-from utils.hooks import EpochEnd, Hook
+through ``train.run(opt, hooks=[EventLog()])`` with no edit to train.py or utils/training/hooks.py."""
+from utils.training.hooks import EpochEnd, Hook
 
 
 class EventLog(Hook):

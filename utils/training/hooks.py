@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-import val as validate
-from models.yolo import DetectionModel
 from utils import LOGGER
 from utils.evaluation.metrics import fitness
 from utils.evaluation.plots import plot_results
@@ -47,8 +45,7 @@ from utils.io.checkpoint import load_checkpoint, save_checkpoint
 from utils.io.tensorboard import TensorBoardLogger
 from utils.torch_utils import has_batchnorm, precise_bn, time_sync
 
-if TYPE_CHECKING:
-    from train import Trainer
+Trainer = Any  # train.Trainer: its attributes are the run's state (utils never imports an entry point)
 
 EVENTS = ("before_train", "before_epoch", "before_step", "after_step", "after_epoch", "after_train")
 
@@ -62,7 +59,7 @@ class EpochEnd:
     mloss: torch.Tensor  # mean training loss terms (criterion.loss_names), over every rank's images
     lrs: list[float]  # the epoch's learning rates per parameter group
     train_s: float  # seconds of the epoch's batches
-    results: validate.ValResult | None = None  # Validation: the EMA's val results (zeros when not validated)
+    results: Any = None  # Validation: the EMA's val.ValResult (zeros when not validated)
     fitness: float | None = None  # Validation: 0.1 mAP50 + 0.9 mAP50-95
     stop: bool = False  # BestFitness, or any hook: end the run after this epoch
     bn_s: float = 0.0  # PreciseBN: seconds
@@ -156,22 +153,12 @@ class Validation(Hook):
 
     def after_epoch(self, trainer: Trainer, end: EpochEnd) -> None:
         t0 = time_sync(trainer.device)
-        end.results = self.validate(trainer, end.final or not trainer.opt.noval, final=end.final)
+        validated = end.final or not trainer.opt.noval
+        end.results = trainer.evaluate(trainer.ema.ema if validated else None, final=end.final)
+        if validated:
+            trainer.maps = np.asarray(end.results.maps, dtype=float)
         end.val_s = time_sync(trainer.device) - t0
         end.fitness = float(fitness(np.array(end.results.metrics()).reshape(1, -1))[0])
-
-    @staticmethod
-    def validate(trainer: Trainer, run_val: bool, final: bool = False) -> validate.ValResult:
-        if not run_val:
-            return validate.ValResult(0.0, 0.0, 0.0, 0.0, [0.0] * len(trainer.loss_names), np.zeros(trainer.nc),
-                                      (0.0, 0.0, 0.0))
-        opt = trainer.opt
-        results = validate.run(trainer.data, batch_size=opt.batch_size * 2, imgsz=trainer.imgsz,
-                               model=trainer.ema.ema, single_cls=opt.single_cls, dataloader=trainer.val_loader,
-                               save_dir=trainer.save_dir, plots=final and not opt.noplots, verbose=final,
-                               criterion=trainer.criterion)
-        trainer.maps = np.asarray(results.maps, dtype=float)
-        return results
 
     def after_train(self, trainer: Trainer) -> None:
         best = trainer.wdir / "best.pt"
@@ -179,11 +166,7 @@ class Validation(Hook):
             LOGGER.info(f"{best} is the final epoch's EMA: its validation above is the final one")
         elif best.exists() and not trainer.opt.noval:
             LOGGER.info(f"\nValidating {best}...")
-            opt = trainer.opt
-            model = DetectionModel.from_checkpoint(load_checkpoint(best)).to(trainer.device)
-            validate.run(trainer.data, batch_size=opt.batch_size * 2, imgsz=trainer.imgsz, model=model,
-                         single_cls=opt.single_cls, dataloader=trainer.val_loader, save_dir=trainer.save_dir,
-                         plots=not opt.noplots, verbose=True, criterion=trainer.criterion)
+            trainer.evaluate(trainer.load_weights(best), final=True)
 
 
 class EarlyStopping:
@@ -336,5 +319,5 @@ def ordered(hooks: list[Hook]) -> list[Hook]:
     """Hooks by priority, stable: equal priorities keep the order given."""
     for h in hooks:
         if not isinstance(h, Hook):
-            raise TypeError(f"a training hook must subclass utils.hooks.Hook, got {type(h).__name__}")
+            raise TypeError(f"a training hook must subclass utils.training.hooks.Hook, got {type(h).__name__}")
     return sorted(hooks, key=lambda h: h.priority)

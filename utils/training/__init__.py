@@ -1,0 +1,1 @@
+"""Training: the hooks train.py's Trainer calls (hooks.py)."""

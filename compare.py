@@ -60,10 +60,10 @@ from utils.evaluation.bootstrap import BootstrapResult, match_images, paired_boo
 from utils.evaluation.metrics import fitness
 from utils.evaluation.stats import PairedDifference, mean_std, paired_difference
 from utils.evaluation.tide import ERRORS, TideResult, tide_errors
-from utils.training.hooks import EpochEnd, Hook
 from utils.io.checkpoint import load_checkpoint
 from utils.io.files import increment_path, yaml_load, yaml_save
 from utils.torch_utils import CPUS_ENV, LOGGER, time_sync, usable_cpus
+from utils.training.hooks import EpochEnd, Hook
 
 ROOT = Path(__file__).resolve().parent
 RECORD = "compare.json"  # per run: imgsz, and per epoch train/val seconds and the first batch's hash

@@ -43,7 +43,6 @@ from utils.data.dataloaders import (
 )
 from utils.evaluation.metrics import fitness
 from utils.evaluation.plots import plot_evolve, plot_images, plot_labels
-from utils.training.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
 from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
 from utils.io.hyp import append_evolve_csv, check_hyp, mutate_hyp, read_evolve_csv
@@ -65,6 +64,7 @@ from utils.torch_utils import (
     time_sync,
     usable_cpus,
 )
+from utils.training.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it

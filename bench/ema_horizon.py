@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 import train  # noqa: E402
 import val as validate  # noqa: E402
-from utils.training.hooks import EpochEnd, Hook  # noqa: E402
 from utils.torch_utils import LOGGER, YOLOV5_EMA_DECAY, YOLOV5_EMA_TAU, ModelEMA  # noqa: E402
+from utils.training.hooks import EpochEnd, Hook  # noqa: E402
 
 
 class GrowingEMA(ModelEMA):

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import lr_scheduler
 from tqdm import tqdm
@@ -41,11 +40,11 @@ from utils.data.dataloaders import (
     labels_to_class_weights,
     labels_to_image_weights,
 )
-from utils.evaluation.metrics import fitness
-from utils.evaluation.plots import plot_evolve, plot_images, plot_labels
+from utils.evaluation.plots import plot_images, plot_labels
 from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
-from utils.io.hyp import append_evolve_csv, check_hyp, mutate_hyp, read_evolve_csv
+from utils.io.hyp import check_hyp
+from utils.io.results import METRICS
 from utils.torch_utils import (
     LOGGER,
     DistContext,
@@ -64,14 +63,14 @@ from utils.torch_utils import (
     time_sync,
     usable_cpus,
 )
+from utils.training.evolve import evolve
 from utils.training.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
 PRECISE_BN_BATCHES = 0  # --precise-bn default: off; it lowered good epochs (bench/README.md, the collapses section)
 MULTI_SCALE = (0.5, 1.5)  # --multi-scale: batch size range as a fraction of imgsz (YOLOv5)
-MULTI_SCALE_TAG, EVOLVE_TAG = 0x4D53, 0x4556  # seed-sequence tags: these draws never share an item's stream
-EVOLVE_PARENTS = 5  # --evolve: the parent is drawn from the best 5 generations, weighted by fitness (YOLOv5)
+MULTI_SCALE_TAG = 0x4D53  # seed-sequence tag: these draws never share an item's stream
 
 
 def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
@@ -550,51 +549,7 @@ def resolve_opt_on_main(opt: argparse.Namespace, ctx: DistContext) -> argparse.N
     return result
 
 
-# ------------------------------------------------------------------ hyperparameter evolution (--evolve)
-def evolve(opt: argparse.Namespace) -> None:
-    """YOLOv5's evolution: generation g trains a short run (--noval --nosave) on a mutation of a parent drawn
-    from the best generations so far (the base hyp unmutated for the first), and appends its results and hyp
-    to evolve.csv; hyp_evolve.yaml holds the best generation's hyp, evolve.png each key against fitness.
-    Generations already in evolve.csv are not run again, so re-running the command continues it."""
-    save_dir = Path(opt.save_dir)
-    csv = save_dir / "evolve.csv"
-    base = yaml_load(opt.hyp)
-    done = len(read_evolve_csv(csv)[1])
-    LOGGER.info(f"evolve: {done} of {opt.evolve} generations done in {save_dir}")
-    for gen in range(done, opt.evolve):
-        hyp = evolve_hyp(base, csv, opt.seed, gen)
-        results = train_generation(opt, hyp, save_dir / "generations" / f"gen{gen}")
-        append_evolve_csv(csv, results, {k: v for k, v in hyp.items() if _is_number(v)})
-        header, rows = read_evolve_csv(csv)
-        fits = fitness(rows)
-        write_best_hyp(save_dir / "hyp_evolve.yaml", header, rows, fits, len(results), base)
-        LOGGER.info(f"evolve: generation {gen + 1}/{opt.evolve} fitness {fits[-1]:.5f}, best {fits.max():.5f}")
-    header, rows = read_evolve_csv(csv)
-    plot_evolve(csv, header.index("metrics/mAP_0.5:0.95") + 1 + sum(h.startswith("val/") for h in header),
-                fitness(rows))
-    LOGGER.info(f"evolve: results in {csv}, best hyp in {save_dir / 'hyp_evolve.yaml'}; use it with "
-                f"--hyp {save_dir / 'hyp_evolve.yaml'}")
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def evolve_hyp(base: dict, csv: Path, seed: int, gen: int) -> dict:
-    """Generation ``gen``'s hyp: ``base`` for the first, else the mutation of a parent drawn from the best
-    EVOLVE_PARENTS rows of ``csv`` with weights fitness - min + 1e-6; every draw from (seed, gen)."""
-    header, rows = read_evolve_csv(csv)
-    if not len(rows):
-        return dict(base)
-    rng = np.random.default_rng([seed, gen, EVOLVE_TAG])
-    fits = fitness(rows)
-    top = np.argsort(-fits)[:EVOLVE_PARENTS]
-    w = fits[top] - fits[top].min() + 1e-6
-    row = rows[top[rng.choice(len(top), p=w / w.sum())]]
-    parent = {k: (float(row[header.index(k)]) if k in header else v) for k, v in base.items()}
-    return mutate_hyp(parent, rng)
-
-
+# ------------------------------------------------------------------ one --evolve generation
 def train_generation(opt: argparse.Namespace, hyp: dict, save_dir: Path) -> dict[str, float]:
     """One generation's short run (its folder rebuilt if a killed run left one): final-epoch val results."""
     shutil.rmtree(save_dir, ignore_errors=True)
@@ -603,19 +558,7 @@ def train_generation(opt: argparse.Namespace, hyp: dict, save_dir: Path) -> dict
     trainer = Trainer(gopt)
     res = trainer.fit()
     shutil.rmtree(trainer.wdir, ignore_errors=True)  # results.csv stays; the weights are not the product
-    names = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"]
-    return {**dict(zip(names, res.metrics())), **{f"val/{n}_loss": v for n, v in zip(trainer.loss_names, res.losses)}}
-
-
-def write_best_hyp(path: Path, header: list[str], rows: np.ndarray, fits: np.ndarray, n_results: int,
-                   base: dict) -> None:
-    """hyp_evolve.yaml: the fittest generation's hyp (non-numeric keys from ``base``) under a comment header."""
-    best = int(np.argmax(fits))
-    hyp = {k: (float(rows[best, header.index(k)]) if k in header[n_results:] else v) for k, v in base.items()}
-    title = f"# HeadZoo hyperparameter evolution: best of {len(rows)} generations (generation {best}), "
-    lines = [title + f"fitness {fits[best]:.5f}"] + [f"# {k}: {rows[best, j]:.5g}" for j, k in
-                                                     enumerate(header[:n_results])]
-    path.write_text("\n".join(lines) + "\n" + yaml.safe_dump(hyp, sort_keys=False))
+    return {**dict(zip(METRICS, res.metrics())), **{f"val/{n}_loss": v for n, v in zip(trainer.loss_names, res.losses)}}
 
 
 def run(opt: argparse.Namespace, hooks: list[Hook] | tuple = ()) -> validate.ValResult | None:
@@ -641,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             save_dir.mkdir(parents=True, exist_ok=True)
         if opt.evolve:
             yaml_save(save_dir / "opt.yaml", vars(opt))
-            evolve(opt)
+            evolve(opt, train_generation)
             return 0
         run(opt)
     except (FileNotFoundError, ValueError) as e:

@@ -17,7 +17,16 @@ import yaml
 from scipy import stats as sps
 
 import compare
-from utils.evaluation.stats import NO_INTERVAL, mean_std, paired_difference, t_interval, verdict
+from compare import plots
+from compare.statistics.accuracy import plot_curves
+from utils.evaluation.stats import (
+    NO_INTERVAL,
+    mean_std,
+    paired_difference,
+    t_interval,
+    verdict,
+)
+from utils.io.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
@@ -145,7 +154,7 @@ def test_killed_run_resumes_from_last_pt(tiny_data, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
     assert "resuming interrupted run" in log and "Resuming training" in log
-    assert [int(r["epoch"]) for r in compare.read_results(run / "results.csv")] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in read_results(run / "results.csv")] == [0, 1, 2]
     assert compare.run_state(run, 3) == "finished"
     assert sorted(json.loads((run / "compare.json").read_text())["epochs"]) == ["0", "1", "2"]
 
@@ -227,7 +236,7 @@ def test_report_from_finished_runs(tmp_path):
         for s, final in enumerate(finals[cfg]):
             fake_run(compare.run_dir(exp, cfg, s), [0.1, 0.5, final], ckpt)  # best epoch 1, final epoch 2
     plan = {"cfg": cfgs, "seeds": 3, "train_args": ["--epochs", "3"], "recipe": compare.train_recipe(["--epochs", "3"])}
-    arms = compare.report(exp, plan, latency_runs=0)
+    arms = compare.report(exp, plan, latency_runs=0).arms
     assert [a.head for a in arms] == ["Detect", "DetectDcoupleHead"]
     with open(exp / "report.csv") as f:
         a, b = list(csv.DictReader(f))
@@ -360,11 +369,12 @@ def test_report_explains_with_tide_and_two_noises(tmp_path):
     dets = {cfgs[0]: perfect, cfgs[1]: [d if i % 2 else d[:0] for i, d in enumerate(perfect)]}
     hand_made_runs(exp, {cfgs[0]: [0.50, 0.52], cfgs[1]: [0.30, 0.31]}, dets, labels)
     plan = {"cfg": cfgs, "seeds": 2, "train_args": ["--epochs", "2"], "recipe": compare.train_recipe(["--epochs", "2"])}
-    a, b = compare.report(exp, plan, latency_runs=0, n_boot=200)
-    assert a.tide[0].ap50 == pytest.approx(1.0) and all(v == pytest.approx(0) for v in a.tide[0].dap.values())
-    assert b.tide[0].dap["Missed"] > 0.2 and b.tide[0].dap["Cls"] == 0 and b.tide[0].dap_fn > 0.2
-    assert all(r.map.high < 0 for r in b.boot.values())  # test-set noise cannot undo half the images missed
-    noise = compare.two_noises(b)
+    cmp = compare.report(exp, plan, latency_runs=0, n_boot=200)
+    tide_a, tide_b = (cmp.results["tide"][c][0] for c in cfgs)
+    assert tide_a.ap50 == pytest.approx(1.0) and all(v == pytest.approx(0) for v in tide_a.dap.values())
+    assert tide_b.dap["Missed"] > 0.2 and tide_b.dap["Cls"] == 0 and tide_b.dap_fn > 0.2
+    boot, noise = cmp.results["bootstrap"][cfgs[1], cfgs[0]]
+    assert all(r.map.high < 0 for r in boot.values())  # test-set noise cannot undo half the images missed
     assert noise["verdict"] == "worse" and noise["dominant"] in ("training (seeds)", "test set (images)")
     md = (exp / "report.md").read_text(encoding="utf-8")
     assert "## Two noises" in md and "## Why: error breakdown" in md and "**worse**" in md
@@ -398,7 +408,8 @@ def test_pairs_report_any_two_arms_with_both_noises_and_tide(tmp_path):
     assert (worse["arm"], worse["base"]) == (b, c) and worse["verdict_both_noises"] == "worse"
     assert float(worse["d_map_hi"]) < 0 and float(worse["d_tide_missed"]) > 20 and float(worse["d_tide_cls"]) == 0
     md = (exp / "report.md").read_text(encoding="utf-8")
-    section = md[md.index("## Chosen pairs"):md.index("## Why: error breakdown")]
+    start = md.index("## Chosen pairs")
+    section = md[start:md.index("\n## ", start + 1)]
     assert "**yolov5n-decoupled** vs yolov5n_precise-bn_0" in section and "**worse**" in section
     assert "| yolov5n-decoupled − yolov5n_precise-bn_0 |" in section
     for bad in ("yolov5n-gfl:yolov5n", "yolov5n:yolov5n.yaml", "yolov5n"):
@@ -425,23 +436,23 @@ def test_curves_leave_out_a_head_without_validation_loss(tmp_path):
                 lines[1:] = [",".join(v if i < 7 or i > 8 else "nan" for i, v in enumerate(ln.split(",")))
                              for ln in lines[1:]]
                 (run / "results.csv").write_text("\n".join(lines) + "\n")
-    arms = [compare.summarise_arm(exp, cfg, 2, latency_runs=0) for cfg in cfgs]
+    arms = [compare.summarise_arm(exp, cfg, 2) for cfg in cfgs]
     assert np.isnan(arms[1].runs[0].val_loss).all() and np.isfinite(arms[0].runs[0].val_loss).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        compare.plot_curves(exp, arms)
+        plot_curves(exp, arms)
     assert (exp / "loss_curves.png").stat().st_size > 1000
 
 
 def test_pareto_front():
     pts = [(10.0, 0.5), (20.0, 0.6), (15.0, 0.4), (30.0, 0.6), (5.0, 0.3)]
-    assert compare.pareto_front(pts) == [4, 0, 1]  # (15, .4) is beaten by (10, .5); (30, .6) by (20, .6)
+    assert plots.pareto_front(pts) == [4, 0, 1]  # (15, .4) is beaten by (10, .5); (30, .6) by (20, .6)
 
 
 def test_spread_labels_moves_overlapping_names_apart_only():
     """Two arms at almost the same point (a head and its assigner swap) get readable names; a lone one keeps its
     place."""
-    fig, (ax,) = compare._figure()
+    fig, (ax,) = plots.figure()
     ax.plot([13.7, 14.3, 9.7], [0.725, 0.720, 0.643], "o")
     ax.set(xscale="log", xlim=(6, 250), ylim=(0.25, 0.78))  # the matrix report's axes (Faster R-CNN at 186 ms, 0.30)
     names = ["yolov5n-decoupled-af", "yolov5n-decoupled-af-dsl", "yolov5n"]
@@ -450,7 +461,7 @@ def test_spread_labels_moves_overlapping_names_apart_only():
     renderer = fig.canvas.get_renderer()
     fig.canvas.draw()
     assert labels[0].get_window_extent(renderer).overlaps(labels[1].get_window_extent(renderer))  # the problem
-    compare.spread_labels(fig, labels)
+    plots.spread_labels(fig, labels)
     boxes = [t.get_window_extent(renderer) for t in labels]
     assert not any(boxes[i].overlaps(boxes[j]) for i in range(3) for j in range(i + 1, 3))
     assert labels[0].xyann == (6, 6) and labels[2].xyann == (6, 6)  # the top one and the lone one stay
@@ -467,10 +478,45 @@ def test_budget_time_stops_each_arm_within_an_epoch_and_records_it(tiny_data, tm
         run = exp / Path(cfg).stem / "seed0"
         budget = json.loads((run / "compare.json").read_text())["budget"]
         assert budget["epochs_reached"] == 1 and budget["stopped"] and budget["used_s"] > 0.006
-        assert len(compare.read_results(run / "results.csv")) == 1 and compare.run_state(run, 3) == "finished"
+        assert len(read_results(run / "results.csv")) == 1 and compare.run_state(run, 3) == "finished"
     md = (exp / "report.md").read_text(encoding="utf-8")
     assert "budget 0.0001 min" in md and "--budget-time 0.0001" in md
     with open(exp / "report.csv") as f:
         assert all(float(r["onnx_ms"]) > 0 for r in csv.DictReader(f))  # ONNX Runtime latency beside PyTorch's
     again = run_compare(*args, "--exist-ok")
     assert again.returncode == 0 and "skipping finished run" in again.stdout + again.stderr
+
+
+def test_a_statistic_plugs_in_as_one_file(tmp_path):
+    """tests/toy_statistic.py, registered here, reaches report.csv, pairs.csv, report.md (summary table, its
+    section, the chosen pair's line, "how to read") and draws its plot; the built-in figures stay as they were."""
+    from compare.statistics import STATISTICS, register, unregister
+    from tests.toy_statistic import MedianFinal
+
+    a, b = "yolov5n.yaml", "yolov5n-decoupled.yaml"
+    exp, labels = tmp_path / "exp", hand_made_labels(8)
+    perfect = [torch.cat((lb[:, 1:], torch.full((3, 1), 0.9), lb[:, :1]), 1) for lb in labels]
+    hand_made_runs(exp, {a: [0.50, 0.52, 0.60], b: [0.30, 0.31, 0.45]}, {a: perfect, b: perfect}, labels)
+    plan = {"cfg": [a, b], "seeds": 3, "train_args": ["--epochs", "2"], "recipe": compare.train_recipe(["--epochs", "2"])}
+    with pytest.raises(TypeError, match="must subclass"):
+        register(object())
+    register(MedianFinal())
+    try:
+        with pytest.raises(ValueError, match="registered already"):
+            register(MedianFinal())
+        compare.report(exp, plan, latency_runs=0, n_boot=0, pairs=[(b, a)])
+    finally:
+        unregister("median_final")
+    assert [s.name for s in STATISTICS] == ["speed", "accuracy", "seeds", "bootstrap", "tide", "stability"]
+    with open(exp / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[-1] == "final_map_median"
+    assert [float(r["final_map_median"]) for r in rows] == pytest.approx([0.52, 0.31])
+    assert float(rows[1]["final_map_mean"]) == pytest.approx(np.mean([0.30, 0.31, 0.45]))
+    with open(exp / "pairs.csv") as f:
+        (pair,) = list(csv.DictReader(f))
+    assert float(pair["d_map_median"]) == pytest.approx(-0.21) and pair["verdict"] == "worse"
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "| median final mAP50-95 |" in md and "## Median over seeds" in md and "- yolov5n-decoupled: 0.3100" in md
+    assert "medians differ by -0.2100" in md and "- Median: the median over seeds" in md and "![median](median.png)" in md
+    assert (exp / "median.png").stat().st_size > 500

@@ -42,6 +42,7 @@ from utils import LOGGER
 from utils.evaluation.metrics import fitness
 from utils.evaluation.plots import plot_results
 from utils.io.checkpoint import load_checkpoint, save_checkpoint
+from utils.io.results import results_header
 from utils.io.tensorboard import TensorBoardLogger
 from utils.torch_utils import has_batchnorm, precise_bn, time_sync
 
@@ -201,13 +202,6 @@ class BestFitness(Hook):
         trainer.best_fitness = max(trainer.best_fitness, end.fitness)
 
 
-def csv_header(loss_names: list[str]) -> list[str]:
-    """results.csv's columns (YOLOv5's names; the loss terms are the head's)."""
-    return (["epoch"] + [f"train/{n}_loss" for n in loss_names]
-            + ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"]
-            + [f"val/{n}_loss" for n in loss_names] + ["x/lr0", "x/lr1", "x/lr2"])
-
-
 def csv_values(end: EpochEnd) -> list[float]:
     """One epoch's results.csv values, the epoch first."""
     return [end.epoch, *end.mloss.tolist(), *end.results.metrics(), *end.results.losses, *end.lrs]
@@ -223,7 +217,7 @@ class ResultsCSV(Hook):
         new = not trainer.csv.exists()
         with open(trainer.csv, "a", newline="") as f:
             if new:
-                f.write(",".join("%20s" % k for k in csv_header(trainer.loss_names)) + "\n")
+                f.write(",".join("%20s" % k for k in results_header(trainer.loss_names)) + "\n")
             f.write(",".join(["%20i" % end.epoch] + ["%20.5g" % v for v in values[1:]]) + "\n")
 
     def after_train(self, trainer: Trainer) -> None:
@@ -245,7 +239,7 @@ class TensorBoard(Hook):
         self.tb.graph(trainer.model, trainer.imgsz)
 
     def after_epoch(self, trainer: Trainer, end: EpochEnd) -> None:
-        self.tb.scalars(dict(zip(csv_header(trainer.loss_names)[1:], csv_values(end)[1:])), end.epoch)
+        self.tb.scalars(dict(zip(results_header(trainer.loss_names)[1:], csv_values(end)[1:])), end.epoch)
 
     def after_train(self, trainer: Trainer) -> None:
         if trainer.best_validated or ((trainer.wdir / "best.pt").exists() and not trainer.opt.noval):

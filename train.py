@@ -44,7 +44,7 @@ from utils.evaluation.plots import plot_images, plot_labels
 from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
 from utils.io.hyp import check_hyp
-from utils.io.results import METRICS
+from utils.io.results import METRICS, truncate_results
 from utils.torch_utils import (
     LOGGER,
     DistContext,
@@ -65,25 +65,100 @@ from utils.torch_utils import (
 )
 from utils.training.evolve import evolve
 from utils.training.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
+from utils.training.schedules import multi_scale_size, one_cycle
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
 PRECISE_BN_BATCHES = 0  # --precise-bn default: off; it lowered good epochs (bench/README.md, the collapses section)
-MULTI_SCALE = (0.5, 1.5)  # --multi-scale: batch size range as a fraction of imgsz (YOLOv5)
-MULTI_SCALE_TAG = 0x4D53  # seed-sequence tag: these draws never share an item's stream
+def build_model(opt: argparse.Namespace, ckpt: dict | None, nc: int, names: dict, hyp: dict) -> DetectionModel:
+    """The model of --cfg (or the checkpoint's YAML) with the --weights transferred into it (all of a --resume
+    checkpoint; what the head keeps of another), the frozen layers (--freeze, the YAML's own) without gradients."""
+    cfg = opt.cfg or (ckpt or {}).get("yaml")
+    if not cfg:
+        raise ValueError("give a model: --cfg yolov5s.yaml (or another YAML) and/or --weights file.pt")
+    model = DetectionModel(cfg, ch=3, nc=nc, hyp=hyp, verbose=True)
+    model.names = names
+    if ckpt is not None:
+        src = ckpt.get("ema") if ckpt.get("ema") is not None and not opt.resume else ckpt["model"]
+        if ckpt["format"] == "state_dict" and is_torchvision_detector(src):  # fasterrcnn_*.pth: into our rows
+            src = torchvision_to_rows(src, model.model)
+        exclude = () if opt.resume else model.head.transfer_exclude(hyp, new_cfg=bool(opt.cfg))
+        sd, report = transfer_weights(src, ckpt.get("yaml") or {}, model.state_dict(), model.yaml, exclude)
+        model.load_state_dict(sd, strict=False)
+        LOGGER.info(report.summary(opt.weights))
+        for line in report.lines():
+            LOGGER.info(line)
+    freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
+    built_frozen = model.frozen_parameters()  # e.g. a torchvision trunk's untrained stages
+    for k, v in model.named_parameters():
+        v.requires_grad = k not in built_frozen
+        if any(k.startswith(f) for f in freeze):
+            LOGGER.info(f"freezing {k}")
+            v.requires_grad = False
+    return model
 
 
-def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
-    """Cosine ramp from y1 to y2 over ``steps``."""
-    return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
+def wrap_model(model: DetectionModel, opt: argparse.Namespace, dist: DistContext,
+               device: torch.device) -> tuple[DetectionModel, torch.nn.Module]:
+    """(model, what batches go through): under torchrun the model in DistributedDataParallel (its constructor
+    broadcasts rank 0's weights and buffers, AutoAnchor's anchors included), with --sync-bn its BatchNorms
+    SyncBatchNorm first (the EMA copy keeps plain BatchNorm: it is only run on rank 0); one process: the model."""
+    if not dist.ddp:
+        if opt.sync_bn:
+            LOGGER.warning("--sync-bn: one process has no BatchNorm statistics to sync, ignored (torchrun)")
+        return model, model
+    if opt.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same model, its BNs swapped
+        LOGGER.info(f"--sync-bn: BatchNorm statistics synced over {dist.world_size} processes")
+    LOGGER.info(f"DDP: {dist.world_size} processes, {opt.batch_size // dist.world_size} images each of a batch of "
+                f"{opt.batch_size}")
+    ids = [device.index] if device.type == "cuda" else None
+    return model, DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
 
 
-def multi_scale_size(imgsz: int, gs: int, seed: int, epoch: int, batch: int) -> int:
-    """--multi-scale: batch ``batch`` of ``epoch`` trains at a size drawn uniformly from [0.5, 1.5] x imgsz and
-    floored to a multiple of the max stride ``gs`` (at least ``gs``), from (seed, epoch, batch) alone."""
-    rng = np.random.default_rng([seed, epoch, batch, MULTI_SCALE_TAG])
-    sz = int(rng.integers(int(imgsz * MULTI_SCALE[0]), int(imgsz * MULTI_SCALE[1]) + gs))
-    return max(sz // gs * gs, gs)
+def build_loaders(opt: argparse.Namespace, data: dict, imgsz: int, gs: int, hyp: dict, dist: DistContext,
+                  device: torch.device) -> tuple:
+    """(train loader, train dataset, val loader or None): the train loader gives this rank its share of each batch,
+    rank 0 alone gets a val loader. On a CPU the cores go to the model's threads first (``cpu_training_plan``)."""
+    cache = None if opt.cache in (None, "none") else opt.cache
+    if device.type == "cpu":  # cores to compute first (cpu_training_plan's rule)
+        threads, workers = cpu_training_plan(opt.workers, opt.batch_size // dist.world_size, dist.local_world_size)
+        torch.set_num_threads(threads)
+        LOGGER.info(f"CPU: {threads} torch thread(s), {workers} dataloader worker(s) on {usable_cpus()} usable "
+                    f"core(s) (--workers caps the workers; OMP_NUM_THREADS sets the threads)")
+    else:  # YOLOv5's rule: the GPU computes, the cores load
+        cpus = max(usable_cpus() // dist.local_world_size, 1)  # a node's cores are shared by its processes
+        workers = min(opt.workers, opt.batch_size // dist.world_size, cpus)
+    with main_process_first(dist):  # rank 0 writes the label cache, the others read it
+        train_loader, dataset = create_dataloader(
+            data["train"], imgsz, opt.batch_size, gs, hyp=hyp, augment=True, cache=cache, rect=opt.rect,
+            workers=workers, shuffle=True, single_cls=opt.single_cls, seed=opt.seed, prefix="train: ",
+            names=data["names"], rank=dist.rank, world_size=dist.world_size)
+    if not dist.main:
+        return train_loader, dataset, None
+    val_loader = create_dataloader(data["val"], imgsz, opt.batch_size * 2, gs, hyp=hyp,
+                                   cache=None if opt.noval else cache, rect=True, pad=0.5, workers=workers,
+                                   single_cls=opt.single_cls, prefix="val: ", names=data["names"])[0]
+    return train_loader, dataset, val_loader
+
+
+def checked_labels(dataset, nc: int, train: str, data: str) -> np.ndarray:
+    """Every label of the train set, (n, 5); an error when there is none or a class is not below ``nc``."""
+    labels = np.concatenate([lb for lb in dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
+    if len(labels) == 0:
+        raise ValueError(f"no labels found in {train}: training needs labelled images")
+    if labels[:, 0].max() >= nc:
+        raise ValueError(f"label class {int(labels[:, 0].max())} exceeds nc={nc} in {data}; classes are 0 to "
+                         f"{nc - 1}")
+    return labels
+
+
+def size_ema(ema: ModelEMA, opt: argparse.Namespace, batches: int) -> None:
+    """EMA decay and tau for this run's length (``ema_schedule``), unless --ema-decay/--ema-tau fix them."""
+    updates = opt.epochs * math.ceil(batches / max(round(NBS / opt.batch_size), 1))
+    ema.decay, ema.tau = ema_schedule(updates, opt.ema_decay, opt.ema_tau)
+    LOGGER.info(f"EMA: decay {ema.decay:.4g}, tau {ema.tau:.4g} updates (~{updates} updates in {opt.epochs} "
+                f"epochs); precise BN: {opt.precise_bn} train batches before each validation")
 
 
 class Trainer:
@@ -114,7 +189,9 @@ class Trainer:
         self.nc = 1 if opt.single_cls else int(self.data["nc"])
         self.names = {0: "item"} if opt.single_cls else dict(self.data["names"])
         self.ckpt = load_checkpoint(opt.weights) if opt.weights else None
-        self.model = self._build_model()
+        self.model = build_model(opt, self.ckpt, self.nc, self.names, self.hyp)
+        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
         check_hyp(self.hyp, self.model.head.hyp_keys, str(opt.hyp))
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = round_to_stride(opt.imgsz, self.gs, floor=2 * self.gs)
@@ -132,9 +209,13 @@ class Trainer:
         self.best_validated = False  # best.pt is the final epoch's EMA and that validation made the final report
         if opt.resume:
             self._restore_training_state()
-        self._build_loaders()
-        self._size_ema()
-        self.net = self._wrap()  # what batches go through: the model, or the model in DDP
+        self.train_loader, self.dataset, self.val_loader = build_loaders(opt, self.data, self.imgsz, self.gs,
+                                                                         self.hyp, self.dist, self.device)
+        labels = checked_labels(self.dataset, self.nc, self.data["train"], opt.data)
+        if self.main and not opt.resume:
+            self._first_look(labels)
+        size_ema(self.ema, opt, len(self.train_loader))
+        self.model, self.net = wrap_model(self.model, opt, self.dist, self.device)  # net: the model, or it in DDP
         if opt.compile:  # the EMA copy (validation) and the checkpoints keep the plain module
             LOGGER.info(f"--compile: torch.compile(backend={opt.compile!r}); the first batches compile (timed below)")
             self.net = torch.compile(self.net, backend=opt.compile)
@@ -143,33 +224,6 @@ class Trainer:
         self.maps = np.zeros(self.nc)  # per-class mAP50-95 of the last validation (--image-weights)
 
     # ------------------------------------------------------------------ set-up
-    def _build_model(self) -> DetectionModel:
-        opt, ckpt = self.opt, self.ckpt
-        cfg = opt.cfg or (ckpt or {}).get("yaml")
-        if not cfg:
-            raise ValueError("give a model: --cfg yolov5s.yaml (or another YAML) and/or --weights file.pt")
-        model = DetectionModel(cfg, ch=3, nc=self.nc, hyp=self.hyp, verbose=True)
-        model.names = self.names
-        if ckpt is not None:
-            src = ckpt.get("ema") if ckpt.get("ema") is not None and not opt.resume else ckpt["model"]
-            if ckpt["format"] == "state_dict" and is_torchvision_detector(src):  # fasterrcnn_*.pth: into our rows
-                src = torchvision_to_rows(src, model.model)
-            exclude = () if opt.resume else model.head.transfer_exclude(self.hyp, new_cfg=bool(opt.cfg))
-            sd, report = transfer_weights(src, ckpt.get("yaml") or {}, model.state_dict(), model.yaml, exclude)
-            model.load_state_dict(sd, strict=False)
-            LOGGER.info(report.summary(opt.weights))
-            for line in report.lines():
-                LOGGER.info(line)
-        freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
-        built_frozen = model.frozen_parameters()  # e.g. a torchvision trunk's untrained stages
-        for k, v in model.named_parameters():
-            v.requires_grad = k not in built_frozen
-            if any(k.startswith(f) for f in freeze):
-                LOGGER.info(f"freezing {k}")
-                v.requires_grad = False
-        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
-        return model.to(self.device, memory_format=self.memory_format)
-
     def _restore_training_state(self) -> None:
         ckpt = self.ckpt
         if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
@@ -183,68 +237,15 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"]) + 1
         LOGGER.info(f"Resuming training from {self.opt.weights} at epoch {self.start_epoch} of {self.opt.epochs}")
         if self.main:
-            self._truncate_csv(self.start_epoch)
+            truncate_results(self.csv, self.start_epoch)
 
-    def _build_loaders(self) -> None:
-        """The train loader (this rank's share of each batch), and on rank 0 the val loader, the labels plot and
-        AutoAnchor (its anchors reach the other ranks when DDP wraps the model)."""
-        opt, hyp, ddp = self.opt, self.hyp, self.dist
-        self.cache = None if opt.cache in (None, "none") else opt.cache
-        if self.device.type == "cpu":  # cores to compute first (cpu_training_plan's rule)
-            threads, workers = cpu_training_plan(opt.workers, opt.batch_size // ddp.world_size, ddp.local_world_size)
-            torch.set_num_threads(threads)
-            LOGGER.info(f"CPU: {threads} torch thread(s), {workers} dataloader worker(s) on {usable_cpus()} usable "
-                        f"core(s) (--workers caps the workers; OMP_NUM_THREADS sets the threads)")
-        else:  # YOLOv5's rule: the GPU computes, the cores load
-            cpus = max(usable_cpus() // ddp.local_world_size, 1)  # a node's cores are shared by its processes
-            workers = min(opt.workers, opt.batch_size // ddp.world_size, cpus)
-        with main_process_first(ddp):  # rank 0 writes the label cache, the others read it
-            self.train_loader, self.dataset = create_dataloader(
-                self.data["train"], self.imgsz, opt.batch_size, self.gs, hyp=hyp, augment=True, cache=self.cache,
-                rect=opt.rect, workers=workers, shuffle=True, single_cls=opt.single_cls, seed=opt.seed,
-                prefix="train: ", names=self.data["names"], rank=ddp.rank, world_size=ddp.world_size)
-        labels = np.concatenate([lb for lb in self.dataset.labels if len(lb)] or [np.zeros((0, 5))], 0)
-        if len(labels) == 0:
-            raise ValueError(f"no labels found in {self.data['train']}: training needs labelled images")
-        if labels[:, 0].max() >= self.nc:
-            raise ValueError(f"label class {int(labels[:, 0].max())} exceeds nc={self.nc} in {opt.data}; "
-                             f"classes are 0 to {self.nc - 1}")
-        if not self.main:
-            return
-        self.val_loader = create_dataloader(self.data["val"], self.imgsz, opt.batch_size * 2, self.gs, hyp=hyp,
-                                            cache=None if opt.noval else self.cache, rect=True, pad=0.5,
-                                            workers=workers, single_cls=opt.single_cls, prefix="val: ",
-                                            names=self.data["names"])[0]
-        if not opt.resume:
-            if not opt.noplots:
-                plot_labels(labels, self.names, self.save_dir)
-            if not opt.noautoanchor:
-                wh = label_wh(self.dataset.shapes, self.dataset.labels, self.imgsz, np.random.default_rng(opt.seed))
-                self.model.head.fit_priors(wh, self.hyp)
-
-    def _size_ema(self) -> None:
-        """EMA decay and tau for this run's length (``ema_schedule``), unless --ema-decay/--ema-tau fix them."""
-        updates = self.opt.epochs * math.ceil(len(self.train_loader) / max(round(NBS / self.opt.batch_size), 1))
-        self.ema.decay, self.ema.tau = ema_schedule(updates, self.opt.ema_decay, self.opt.ema_tau)
-        LOGGER.info(f"EMA: decay {self.ema.decay:.4g}, tau {self.ema.tau:.4g} updates (~{updates} updates in "
-                    f"{self.opt.epochs} epochs); precise BN: {self.opt.precise_bn} train batches before each "
-                    f"validation")
-
-    def _wrap(self) -> torch.nn.Module:
-        """The model in DistributedDataParallel under torchrun (its constructor broadcasts rank 0's weights and
-        buffers, AutoAnchor's anchors included); with --sync-bn its BatchNorms become SyncBatchNorm first (the
-        EMA copy keeps plain BatchNorm: it is only run on rank 0). One process: the model itself."""
-        if not self.dist.ddp:
-            if self.opt.sync_bn:
-                LOGGER.warning("--sync-bn: one process has no BatchNorm statistics to sync, ignored (torchrun)")
-            return self.model
-        if self.opt.sync_bn:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # the same model, its BNs swapped
-            LOGGER.info(f"--sync-bn: BatchNorm statistics synced over {self.dist.world_size} processes")
-        LOGGER.info(f"DDP: {self.dist.world_size} processes, {self.opt.batch_size // self.dist.world_size} images "
-                    f"each of a batch of {self.opt.batch_size}")
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
+    def _first_look(self, labels: np.ndarray) -> None:
+        """Rank 0 of a new run: the labels plot and AutoAnchor (its anchors reach the other ranks with DDP)."""
+        if not self.opt.noplots:
+            plot_labels(labels, self.names, self.save_dir)
+        if not self.opt.noautoanchor:
+            wh = label_wh(self.dataset.shapes, self.dataset.labels, self.imgsz, np.random.default_rng(self.opt.seed))
+            self.model.head.fit_priors(wh, self.hyp)
 
     # ------------------------------------------------------------------ the story of a run
     def call(self, event: str, *args) -> None:
@@ -398,14 +399,6 @@ class Trainer:
         return DetectionModel.from_checkpoint(load_checkpoint(path)).to(self.device)
 
     # ------------------------------------------------------------------ checkpoints
-    def _truncate_csv(self, start_epoch: int) -> None:
-        """Drop rows of epochs that will be trained again (a kill after logging, before saving)."""
-        if not self.csv.exists():
-            return
-        lines = self.csv.read_text().splitlines()
-        keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) < start_epoch]
-        self.csv.write_text("\n".join(keep) + "\n")
-
     def checkpoint(self, epoch: int) -> dict:
         return {"epoch": epoch, "best_fitness": self.best_fitness, "model": plain_state(self.model),
                 "ema": plain_state(self.ema.ema), "updates": self.ema.updates,

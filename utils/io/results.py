@@ -26,3 +26,13 @@ def read_results(path: Path) -> list[dict[str, float]]:
         return [{k.strip(): float(v) for k, v in row.items() if k is not None} for row in rows]
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: unreadable row ({e}); delete the run folder to retrain it") from e
+
+
+def truncate_results(path: Path, start_epoch: int) -> None:
+    """Drop the rows of epochs ``start_epoch`` on (a run killed after logging an epoch, before saving it, trains
+    that epoch again when resumed)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) < start_epoch]
+    path.write_text("\n".join(keep) + "\n")

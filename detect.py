@@ -29,7 +29,8 @@ from export import BACKENDS, runtime_backend
 from models.backends import Backend
 from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.data.augmentations import round_to_stride
-from utils.data.sources import FileSource, SourceBatch, StreamConfig, StreamSource, VideoSinks, load_source
+from utils.data.sinks import VideoSinks
+from utils.data.sources import FileSource, SourceBatch, StreamConfig, StreamSource, load_source
 from utils.evaluation.annotate import Annotator, CropWriter, describe
 from utils.io.files import increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync

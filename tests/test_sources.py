@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from tests.mjpeg_server import FAST, MJPEGServer
+from utils.data.sinks import VideoSink, VideoSinks
 from utils.data.sources import (
     FileSource,
     StreamSource,
-    VideoSink,
-    VideoSinks,
     is_stream,
     list_media,
     load_source,

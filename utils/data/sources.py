@@ -1,4 +1,4 @@
-"""Inputs of detect.py: images, video files, webcams and live streams; and the mp4 writer for its outputs.
+"""Inputs of detect.py: images, video files, webcams and live streams.
 
 Shape shorthand:
     B       batch: 1 for files, one per stream for a ``.streams`` file
@@ -9,7 +9,7 @@ Shape shorthand:
 ``load_source(source, imgsz)`` picks the source from the string, as YOLOv5's detect.py does:
     image or video file, directory (non-recursive), glob, ``.txt`` list of files  -> FileSource
     webcam index ``0``, ``rtsp://`` ``rtmp://`` ``http(s)://`` URL, ``.streams`` file of URLs -> StreamSource
-Both yield ``SourceBatch`` records and close on ``with``/``close()``; ``VideoSink`` writes annotated mp4s.
+Both yield ``SourceBatch`` records and close on ``with``/``close()``; utils/data/sinks.py writes annotated mp4s.
 
 A stream has one reader thread that keeps only the newest decoded frame (a slow consumer drops frames rather
 than building latency), reconnects with exponential back-off when the stream drops, and ends the iteration
@@ -21,9 +21,9 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -147,7 +147,7 @@ def safe_name(path: str) -> str:
     if not is_stream(s):
         return Path(s).stem
     s = re.sub(r"^[a-zA-Z]+://", "", s)
-    s = re.sub(r"\.(mjpe?g|sdp|m3u8)$", "", s, flags=re.I)
+    s = re.sub(r"\.(mjpe?g|sdp|m3u8)$", "", s, flags=re.IGNORECASE)
     return re.sub(r"[^\w.-]+", "_", s).strip("_") or "stream"
 
 
@@ -209,7 +209,7 @@ class FileSource:
             self._gen.close()
             self._gen = None
 
-    def __enter__(self) -> "FileSource":
+    def __enter__(self) -> FileSource:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -452,7 +452,7 @@ class StreamSource:
     def __len__(self) -> int:
         return self.bs
 
-    def __iter__(self) -> "StreamSource":
+    def __iter__(self) -> StreamSource:
         return self
 
     def __next__(self) -> SourceBatch:
@@ -539,78 +539,7 @@ class StreamSource:
             LOGGER.warning(f"WARNING: reader thread(s) still blocked after {limit:.0f} s: {', '.join(stuck)}")
         LOGGER.info(self.summary())
 
-    def __enter__(self) -> "StreamSource":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# writer
-
-
-class VideoSink:
-    """An mp4 writer (OpenCV 'mp4v', suffix forced to .mp4). Use ``with`` or ``close()`` in a ``finally``: the
-    file written so far stays playable on q / Ctrl-C / stream end. Frames of another size are resized (counted)."""
-
-    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]):
-        self.path = Path(path).with_suffix(".mp4")
-        self.fps = fps if math.isfinite(fps) and fps > 0 else FPS_FALLBACK
-        self.size = (int(size[0]), int(size[1]))  # (w, h)
-        self.frames = 0
-        self.resized = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
-        if not self._writer.isOpened():
-            raise OSError(f"cannot open video writer for {self.path} (mp4v, {self.fps:.2f} FPS, size {self.size})")
-
-    def write(self, im0: np.ndarray) -> None:
-        if self._writer is None:
-            raise ValueError(f"write to closed VideoSink {self.path}")
-        if (im0.shape[1], im0.shape[0]) != self.size:
-            if self.resized == 0:
-                h, w = im0.shape[:2]
-                LOGGER.warning(f"WARNING: {self.path}: frame size {w}x{h} != {self.size}, resizing (counted)")
-            self.resized += 1
-            im0 = cv2.resize(im0, self.size)
-        self._writer.write(im0)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-            extra = f" ({self.resized} resized)" if self.resized else ""
-            LOGGER.info(f"wrote {self.frames} frames to {self.path}{extra}")
-
-    def __enter__(self) -> "VideoSink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-@dataclass
-class VideoSinks:
-    """One ``VideoSink`` per batch slot; a slot's sink is replaced when its output path changes (next video)."""
-
-    sinks: dict[int, VideoSink] = field(default_factory=dict)
-
-    def write(self, slot: int, path: str | Path, im0: np.ndarray, fps: float, size: tuple[int, int]) -> None:
-        sink = self.sinks.get(slot)
-        if sink is None or sink.path != Path(path).with_suffix(".mp4"):
-            if sink is not None:
-                sink.close()
-            sink = self.sinks[slot] = VideoSink(path, fps, size)
-        sink.write(im0)
-
-    def close(self) -> None:
-        for sink in self.sinks.values():
-            sink.close()
-        self.sinks.clear()
-
-    def __enter__(self) -> "VideoSinks":
+    def __enter__(self) -> StreamSource:
         return self
 
     def __exit__(self, *exc) -> None:

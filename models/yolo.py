@@ -28,7 +28,21 @@ import torch
 from torch import nn
 
 from models.backbones import CHECKPOINT_WEIGHTS, GhostPAN, ShuffleNetV2
-from models.common import C3, C3DW, SPP, SPPF, Bottleneck, BottleneckDW, Concat, Conv, DWConv, DWSConv, Focus, Select
+from models.common import (
+    C3,
+    C3DW,
+    SPP,
+    SPPF,
+    Bottleneck,
+    BottleneckDW,
+    Concat,
+    Conv,
+    DWConv,
+    DWSConv,
+    Focus,
+    Select,
+)
+from models.fusion import fuse_conv_bn
 from models.heads import HEADS
 from models.heads.base import Head
 from models.tv import TVFPN, TVTrunk
@@ -322,7 +336,7 @@ def parse_model(cfg: dict, ch: int = 3, source: str = "<dict>", verbose: bool = 
         save.extend(j % i for j in fs if j != -1)
         layers.append(m)
         if verbose:
-            LOGGER.info(f"{i:>3}{str(m.f):>18}{n:>3}{m.np:10.0f}  {m.type:<40}{str(args):<30}")
+            LOGGER.info(f"{i:>3}{m.f!s:>18}{n:>3}{m.np:10.0f}  {m.type:<40}{args!s:<30}")
     act = _parse_activation(cfg.get("activation"), source)
     for m in nn.Sequential(*layers).modules():  # one activation instance per model, never per process
         if isinstance(m, Conv) and isinstance(m.act, nn.SiLU):
@@ -341,44 +355,6 @@ def initialize_weights(layers: nn.Sequential) -> None:
                 m.eps, m.momentum = 1e-3, 0.03
             elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
                 m.inplace = True
-
-
-def fuse_conv_bn(module: nn.Module) -> int:
-    """Fold every BatchNorm2d that directly follows a Conv2d into it, wherever it is: the pairs are found
-    on the module's traced graph (torch.fx), so only a BN fed by a conv and nothing else is folded; a module
-    that cannot be traced is searched child by child. Returns the number of pairs folded."""
-    if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
-        return 0
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception:  # data-dependent control flow, list inputs ...: look inside instead
-        return sum(fuse_conv_bn(c) for c in module.children())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    folded = 0
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), nn.BatchNorm2d):
-            continue
-        prev = node.args[0]
-        if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1
-                and calls[prev.target] == 1 and calls[node.target] == 1
-                and isinstance(module.get_submodule(prev.target), nn.Conv2d)):
-            continue
-        conv, bn = module.get_submodule(prev.target), module.get_submodule(node.target)
-        if bn.running_mean is None:
-            continue
-        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), bn.eval())
-        _set_submodule(module, prev.target, fused)
-        _set_submodule(module, node.target, nn.Identity())
-        folded += 1
-    return folded
-
-
-def _set_submodule(root: nn.Module, target: str, new: nn.Module) -> None:
-    parent, _, name = target.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
 def _weights_from_checkpoint(cfg: dict) -> dict:

@@ -30,9 +30,10 @@ from torch.optim import lr_scheduler
 from tqdm import tqdm
 
 import val as validate
+from models.heads import all_hyp_keys
 from models.heads.base import EpochState
 from models.tv import is_torchvision_detector, torchvision_to_rows
-from models.yolo import DetectionModel
+from models.yolo import DetectionModel, head_class, load_cfg
 from utils.data.augmentations import round_to_stride
 from utils.data.dataloaders import (
     check_dataset,
@@ -45,7 +46,13 @@ from utils.evaluation.metrics import fitness
 from utils.evaluation.plots import plot_evolve, plot_images, plot_labels
 from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
-from utils.io.hyp import append_evolve_csv, check_hyp, mutate_hyp, read_evolve_csv
+from utils.io.hyp import (
+    append_evolve_csv,
+    check_hyp,
+    evolve_meta,
+    mutate_hyp,
+    read_evolve_csv,
+)
 from utils.torch_utils import (
     LOGGER,
     DistContext,
@@ -116,7 +123,7 @@ class Trainer:
         self.names = {0: "item"} if opt.single_cls else dict(self.data["names"])
         self.ckpt = load_checkpoint(opt.weights) if opt.weights else None
         self.model = self._build_model()
-        check_hyp(self.hyp, self.model.head.hyp_keys, str(opt.hyp))
+        check_hyp(self.hyp, all_hyp_keys(), str(opt.hyp))  # every head's keys: one hyp file serves every arm
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = round_to_stride(opt.imgsz, self.gs, floor=2 * self.gs)
         if self.imgsz != opt.imgsz:
@@ -560,9 +567,11 @@ def evolve(opt: argparse.Namespace) -> None:
     csv = save_dir / "evolve.csv"
     base = yaml_load(opt.hyp)
     done = len(read_evolve_csv(csv)[1])
+    cfg = opt.cfg or (load_checkpoint(opt.weights).get("yaml") if opt.weights else None)
+    meta = evolve_meta(head_class(load_cfg(cfg)[0]).hyp_ranges if cfg else {})  # the pipeline's and the head's
     LOGGER.info(f"evolve: {done} of {opt.evolve} generations done in {save_dir}")
     for gen in range(done, opt.evolve):
-        hyp = evolve_hyp(base, csv, opt.seed, gen)
+        hyp = evolve_hyp(base, csv, opt.seed, gen, meta)
         results = train_generation(opt, hyp, save_dir / "generations" / f"gen{gen}")
         append_evolve_csv(csv, results, {k: v for k, v in hyp.items() if _is_number(v)})
         header, rows = read_evolve_csv(csv)
@@ -580,9 +589,10 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def evolve_hyp(base: dict, csv: Path, seed: int, gen: int) -> dict:
+def evolve_hyp(base: dict, csv: Path, seed: int, gen: int, meta: dict) -> dict:
     """Generation ``gen``'s hyp: ``base`` for the first, else the mutation of a parent drawn from the best
-    EVOLVE_PARENTS rows of ``csv`` with weights fitness - min + 1e-6; every draw from (seed, gen)."""
+    EVOLVE_PARENTS rows of ``csv`` with weights fitness - min + 1e-6, mutated within ``meta`` (``evolve_meta``);
+    every draw from (seed, gen)."""
     header, rows = read_evolve_csv(csv)
     if not len(rows):
         return dict(base)
@@ -592,7 +602,7 @@ def evolve_hyp(base: dict, csv: Path, seed: int, gen: int) -> dict:
     w = fits[top] - fits[top].min() + 1e-6
     row = rows[top[rng.choice(len(top), p=w / w.sum())]]
     parent = {k: (float(row[header.index(k)]) if k in header else v) for k, v in base.items()}
-    return mutate_hyp(parent, rng)
+    return mutate_hyp(parent, rng, meta)
 
 
 def train_generation(opt: argparse.Namespace, hyp: dict, save_dir: Path) -> dict[str, float]:

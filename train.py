@@ -29,9 +29,10 @@ from torch.optim import lr_scheduler
 from tqdm import tqdm
 
 import val as validate
+from models.heads import all_hyp_keys
 from models.heads.base import EpochState
 from models.tv import is_torchvision_detector, torchvision_to_rows
-from models.yolo import DetectionModel
+from models.yolo import DetectionModel, head_class, load_cfg
 from utils.data.augmentations import round_to_stride
 from utils.data.dataloaders import (
     check_dataset,
@@ -43,7 +44,7 @@ from utils.data.dataloaders import (
 from utils.evaluation.plots import plot_images, plot_labels
 from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
-from utils.io.hyp import check_hyp
+from utils.io.hyp import check_hyp, evolve_meta
 from utils.io.results import METRICS, truncate_results
 from utils.torch_utils import (
     LOGGER,
@@ -192,7 +193,7 @@ class Trainer:
         self.model = build_model(opt, self.ckpt, self.nc, self.names, self.hyp)
         self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
-        check_hyp(self.hyp, self.model.head.hyp_keys, str(opt.hyp))
+        check_hyp(self.hyp, all_hyp_keys(), str(opt.hyp))  # every head's keys: one hyp file serves every arm
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = round_to_stride(opt.imgsz, self.gs, floor=2 * self.gs)
         if self.imgsz != opt.imgsz:
@@ -543,6 +544,12 @@ def resolve_opt_on_main(opt: argparse.Namespace, ctx: DistContext) -> argparse.N
 
 
 # ------------------------------------------------------------------ one --evolve generation
+def evolve_table(opt: argparse.Namespace) -> dict:
+    """--evolve's mutation table: the pipeline's keys and the ones the model's head reads (``Head.hyp_ranges``)."""
+    cfg = opt.cfg or (load_checkpoint(opt.weights).get("yaml") if opt.weights else None)
+    return evolve_meta(head_class(load_cfg(cfg)[0]).hyp_ranges if cfg else {})
+
+
 def train_generation(opt: argparse.Namespace, hyp: dict, save_dir: Path) -> dict[str, float]:
     """One generation's short run (its folder rebuilt if a killed run left one): final-epoch val results."""
     shutil.rmtree(save_dir, ignore_errors=True)
@@ -577,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             save_dir.mkdir(parents=True, exist_ok=True)
         if opt.evolve:
             yaml_save(save_dir / "opt.yaml", vars(opt))
-            evolve(opt, train_generation)
+            evolve(opt, train_generation, evolve_table(opt))
             return 0
         run(opt)
     except (FileNotFoundError, ValueError) as e:

@@ -94,8 +94,9 @@ def test_misspelt_hyp_key_is_an_error_naming_the_nearest(tiny_data, tmp_path, ca
     rc = train.main(["--cfg", "yolov5n.yaml", "--data", str(tiny_data), "--hyp", str(bad), "--epochs", "1",
                      "--imgsz", "64", "--project", str(tmp_path), "--name", "exp"])
     assert rc == 2 and "unknown key 'fl_gama' (did you mean 'fl_gamma'?)" in caplog.text
-    check_hyp({**hyp, "simota_center_only": True}, ("simota_center_only", "simota_center_radius"))  # a head's key
+    from models.heads import Detect, all_hyp_keys
+    check_hyp({**hyp, "simota_center_only": True}, all_hyp_keys())  # an assigner's key beside YOLOv5's gains
     with pytest.raises(ValueError, match="unknown key 'simota_center_only'"):
-        check_hyp({**hyp, "simota_center_only": True}, ())  # ... is unknown to a head that does not read it
+        check_hyp({**hyp, "simota_center_only": True}, Detect.hyp_keys)  # ... is unknown when not passed in
     with pytest.raises(ValueError, match="missing key 'lr0'"):
         check_hyp({k: v for k, v in hyp.items() if k != "lr0"})

@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 import train
+from models.heads import Detect
 from utils.data.augmentations import Albumentations
 from utils.data.dataloaders import (
     check_dataset,
@@ -16,7 +17,7 @@ from utils.data.dataloaders import (
     labels_to_class_weights,
     labels_to_image_weights,
 )
-from utils.io.hyp import EVOLVE_META, mutate_hyp, read_evolve_csv
+from utils.io.hyp import evolve_meta, mutate_hyp, read_evolve_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 HYP = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
@@ -93,16 +94,16 @@ def test_image_weights_follow_class_map():
 
 # ------------------------------------------------------------------ --evolve
 def test_mutation_respects_bounds_keeps_keys_and_is_seeded():
-    hyp = {**HYP, "head_only_key": 7.0}
+    hyp, meta = {**HYP, "head_only_key": 7.0}, evolve_meta(Detect.hyp_ranges)
     for s in range(30):
-        out = mutate_hyp(hyp, np.random.default_rng(s))
+        out = mutate_hyp(hyp, np.random.default_rng(s), meta)
         assert list(out) == list(hyp) and out["head_only_key"] == 7.0
-        for k, (_, lo, hi) in EVOLVE_META.items():
+        for k, (_, lo, hi) in meta.items():
             if k in out:
                 assert lo <= out[k] <= hi, (k, out[k])
-        assert {k for k in hyp if out[k] != hyp[k]} - {k for k, m in EVOLVE_META.items() if m[0]} == set()
-    a, b = mutate_hyp(hyp, np.random.default_rng(1)), mutate_hyp(hyp, np.random.default_rng(1))
-    assert a == b and a != hyp and a != mutate_hyp(hyp, np.random.default_rng(2))
+        assert {k for k in hyp if out[k] != hyp[k]} - {k for k, m in meta.items() if m[0]} == set()
+    a, b = mutate_hyp(hyp, np.random.default_rng(1), meta), mutate_hyp(hyp, np.random.default_rng(1), meta)
+    assert a == b and a != hyp and a != mutate_hyp(hyp, np.random.default_rng(2), meta)
 
 
 def test_evolve_two_generations_then_resume(tiny_data, tmp_path, caplog):

@@ -6,6 +6,7 @@ from models.heads.detect import Detect, DetectDcoupleHead
 from models.heads.gfl import GFLHead, NanoDetPlusHead
 from models.heads.rcnn import FasterRCNNHead
 from models.heads.yolox import YOLOXHead
+from utils.assigners import assigner_hyp_keys
 
 HEADS: dict[str, type[Head]] = {
     "Detect": Detect,
@@ -15,3 +16,10 @@ HEADS: dict[str, type[Head]] = {
     "NanoDetPlusHead": NanoDetPlusHead,  # the same class under NanoDet's name
     "FasterRCNNHead": FasterRCNNHead,  # torchvision's two-stage detector
 }
+
+
+def all_hyp_keys() -> tuple[str, ...]:
+    """The head-specific hyp keys a hyp file may hold: every registered head's and every assigner's (one hyp file
+    serves every arm of a comparison; each head reads only its own). For ``utils.io.hyp.check_hyp``."""
+    keys = {k for head in HEADS.values() for k in head.hyp_keys} | set(assigner_hyp_keys())
+    return tuple(sorted(keys))

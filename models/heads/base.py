@@ -30,7 +30,11 @@ A head is the last row of a model YAML and owns everything specific to its famil
    training forward, the trunk outputs by row index (``forward(features, targets, trunk=outputs)``), from
    which the copied rows are re-run.
 5. **Loss.** ``criterion(hyp, imgsz, label_smoothing)`` returns an object that satisfies ``Criterion``
-   below. ``hyp_keys`` lists the head-specific hyperparameters it reads (checked against hyp files).
+   below. ``hyp_keys`` lists the head-specific hyperparameters it reads, ``hyp_ranges`` their ``--evolve``
+   mutation ranges (``(gain, low, high)``, YOLOv5's table; a key without one is not evolved). A hyp file may
+   hold every registered head's keys (``models.heads.all_hyp_keys``: one file serves every arm of a
+   comparison); each head reads its own. A head whose row names a label assigner lists the assigners' keys
+   (``utils.assigners.assigner_hyp_keys``) and hands the row's assigner options and the hyp to its criterion.
    ``val_loss = False`` declares that the criterion cannot score eval outputs; val.py then reports the
    validation loss as unavailable (NaN), never 0.
 6. **Epochs.** ``on_epoch(state)`` is called on the model's head and on the criterion at the start of
@@ -48,13 +52,15 @@ A head is the last row of a model YAML and owns everything specific to its famil
    exports).
 
 Label assigners share one result contract, ``utils.assigners.Assignment`` (per prediction the matched
-ground-truth index or -1, and a soft quality target); a head picks its assigner by a YAML argument.
+ground-truth index or -1, and a soft quality target); a head picks its assigner by a YAML argument, a name or
+``{name: ..., option: value}`` (``utils.assigners.parse_assigner``), and its criterion binds the options with
+``utils.assigners.assigner_from``.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from torch import Tensor, nn
@@ -91,6 +97,7 @@ class Head(nn.Module):
     val_loss: bool = True
     train_only: tuple[str, ...] = ()
     hyp_keys: tuple[str, ...] = ()
+    hyp_ranges: ClassVar[dict[str, tuple[float, float, float]]] = {}  # key of hyp_keys: (--evolve gain, low, high)
     aux_from: int | None = None  # first neck row copied for a training-only branch (see attach_neck)
     dynamic_export: bool = True  # exported files may take any batch and size (export.py --dynamic)
     cpu_runtime: bool = True  # --backend auto runs its .pt through ONNX Runtime on a CPU (faster than PyTorch)

@@ -9,6 +9,7 @@ Shape shorthand: bs batch, na anchors per level, nl levels, ny/nx feature height
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -43,7 +44,13 @@ class Detect(Head):
     """
 
     yaml_keys = ("anchors",)
-    hyp_keys = ("anchors", "anchor_t", "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma")
+    # YOLOv5 v7.0's loss gains and anchor settings with their --evolve ranges, its table: (mutation gain, low, high);
+    # iou_t is in YOLOv5's hyp files but read by neither its v7.0 loss nor this one (gain 0: never mutated)
+    hyp_ranges: ClassVar[dict[str, tuple[float, float, float]]] = {
+        "box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0), "obj": (1, 0.2, 4.0),
+        "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0), "anchors": (2, 2.0, 10.0),
+        "fl_gamma": (0, 0.0, 2.0)}
+    hyp_keys = tuple(hyp_ranges)
 
     def __init__(self, nc: int = 80, anchors: list | tuple = (), ch: list[int] | tuple[int, ...] = ()):
         super().__init__()

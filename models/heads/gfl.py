@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from models.common import DWSConv
 from models.heads.base import EpochState, Head
-from utils.assigners import get_assigner
+from utils.assigners import assigner_hyp_keys, parse_assigner
 from utils.boxes import GridCache, gfl_decode
 from utils.losses.gfl import GFLLoss
 
@@ -116,17 +116,19 @@ class GFLHead(Head):
     YAML: ``[[17, 20, 23], 1, GFLHead, [nc, 96, 2, 5, 7, 10, dsl, 10, 96]]`` -- ``feat`` tower width (as
     given: not scaled by width_multiple), ``stacked`` tower blocks, ``k`` depthwise kernel, ``reg_max`` (bins -
     1), ``aux_from`` the first neck row the AGM copies (None: no AGM, the head assigns with its own
-    predictions), ``assigner`` (``utils.assigners.ASSIGNERS``: ``dsl`` NanoDet's, or ``simota`` ...),
+    predictions), ``assigner`` (``utils.assigners.ASSIGNERS``: ``dsl`` NanoDet's, or ``simota`` ...; alone or with
+    options, ``{name: simota, center_radius: 3.0}``, or from the hyp, ``simota_center_radius``),
     ``detach_epoch``, ``aux_feat`` the AGM's width (default 2 x feat, NanoDet-Plus-m's 192: its input, the
     concatenated neck maps, is that wide; other widths get the 1x1 adapters).
     """
 
     val_loss = False  # the loss assigns with the AGM, which eval does not run: no like-for-like val loss
     train_only = ("aux_neck", "aux_adapt", "aux_head")
+    hyp_keys = assigner_hyp_keys()  # the row may name any assigner
 
     def __init__(self, nc: int = 80, feat: int = 96, stacked: int = 2, k: int = 5, reg_max: int = 7,
-                 aux_from: int | None = None, assigner: str = "dsl", detach_epoch: int = 10, aux_feat: int | None = None,
-                 ch: list[int] | tuple[int, ...] = ()):
+                 aux_from: int | None = None, assigner: str | dict = "dsl", detach_epoch: int = 10,
+                 aux_feat: int | None = None, ch: list[int] | tuple[int, ...] = ()):
         super().__init__()
         for name, v, lo in (("nc", nc, 1), ("feat", feat, 1), ("stacked", stacked, 1), ("k", k, 1),
                             ("reg_max", reg_max, 1), ("detach_epoch", detach_epoch, 0)):
@@ -134,9 +136,9 @@ class GFLHead(Head):
                 raise ValueError(f"{type(self).__name__}: {name} must be an integer >= {lo}, got {v!r}")
         if not ch or not all(isinstance(c, int) and c > 0 for c in ch):
             raise ValueError(f"{type(self).__name__}: needs the input channels of its feature maps, got ch={ch!r}")
-        get_assigner(assigner)  # an unknown name fails here, naming the row
+        self.assigner, self.assigner_options = parse_assigner(assigner)  # a bad name/option fails in the row
         self.nc, self.nl, self.reg_max, self.no = nc, len(ch), reg_max, nc + 4 * (reg_max + 1)
-        self.feat, self.assigner, self.detach_epoch = feat, assigner, detach_epoch
+        self.feat, self.detach_epoch = feat, detach_epoch
         if aux_feat is not None and (isinstance(aux_feat, bool) or not isinstance(aux_feat, int) or aux_feat < 1):
             raise ValueError(f"{type(self).__name__}: aux_feat must be a positive integer or None, got {aux_feat!r}")
         self.aux_from, self.in_ch, self.aux_feat = aux_from, list(ch), aux_feat
@@ -217,7 +219,8 @@ class GFLHead(Head):
     # ------------------------------------------------------------------ training
     def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0) -> GFLLoss:
         """QFL + DFL + GIoU for the main head and the AGM, assigned by the AGM's predictions (NanoDet-Plus)."""
-        return GFLLoss(self.nc, self.stride, self.reg_max, self.assigner, aux=self.aux_head is not None)
+        return GFLLoss(self.nc, self.stride, self.reg_max, self.assigner, aux=self.aux_head is not None, hyp=hyp,
+                       assigner_options=self.assigner_options)
 
     def on_epoch(self, state: EpochState) -> None:
         """From ``detach_epoch`` on, the AGM stops sending gradients into the trunk."""

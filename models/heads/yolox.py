@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from models.common import DWSConv
 from models.heads.base import Head
 from models.heads.detect import DecoupledHead
-from utils.assigners import get_assigner
+from utils.assigners import assigner_hyp_keys, parse_assigner
 from utils.boxes import GridCache, decode_yolox
 from utils.losses import YOLOXLoss
 
@@ -38,14 +38,15 @@ class YOLOXHead(Head):
     YAML: ``[[17, 20, 23], 1, YOLOXHead, [nc, 256, False, simota]]`` -- ``hidden`` is the stem width at
     width_multiple 1.0 (parse_model scales it, YOLOX: int(256 * width)); ``depthwise`` selects the
     depthwise-separable 3x3 convs (YOLOX-Nano); ``assigner`` names the label assigner
-    (``utils.assigners.ASSIGNERS``: ``simota``, the paper's and the default, or ``center``).
+    (``utils.assigners.ASSIGNERS``: ``simota``, the paper's and the default, ``center`` or ``dsl``), alone or
+    with options (``{name: simota, center_radius: 3.0}``; the hyp's ``simota_center_radius`` alike).
     """
 
     channel_args = (1,)
-    hyp_keys = ("simota_center_only", "simota_center_radius")
+    hyp_keys = assigner_hyp_keys()  # the row may name any assigner
     na = 1  # predictions per cell
 
-    def __init__(self, nc: int = 80, hidden: int = 256, depthwise: bool = False, assigner: str = "simota",
+    def __init__(self, nc: int = 80, hidden: int = 256, depthwise: bool = False, assigner: str | dict = "simota",
                  ch: list[int] | tuple[int, ...] = ()):
         super().__init__()
         if not isinstance(depthwise, bool):
@@ -56,8 +57,8 @@ class YOLOXHead(Head):
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
             raise ValueError(f"YOLOXHead: nc must be a positive integer, got {nc!r}")
         self.nc, self.no, self.nl = nc, nc + 5, len(ch)
-        get_assigner(assigner)  # an unknown name fails here, naming the row
-        self.hidden, self.depthwise, self.assigner = hidden, depthwise, assigner
+        self.assigner, self.assigner_options = parse_assigner(assigner)  # a bad name/option fails in the row
+        self.hidden, self.depthwise = hidden, depthwise
         self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
         self.export = False
         self._grid = GridCache(self.nl)
@@ -86,8 +87,8 @@ class YOLOXHead(Head):
         self._initialize_biases()
 
     def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0) -> YOLOXLoss:
-        """YOLOX's loss with SimOTA; ``imgsz`` is unused (YOLOX normalises by the number of positives)."""
-        return YOLOXLoss(self.nc, self.stride, hyp, label_smoothing, self.assigner)
+        """YOLOX's loss with the row's assigner; ``imgsz`` is unused (YOLOX normalises by the number of positives)."""
+        return YOLOXLoss(self.nc, self.stride, hyp, label_smoothing, self.assigner, self.assigner_options)
 
     @torch.no_grad()
     def _initialize_biases(self, prior: float = 0.01) -> None:

@@ -2,10 +2,12 @@
 
 Every assigner here is a stateless function, batched over ground truths padded to the largest count
 in the batch, with a validity mask, called as
-``assign(pred_boxes, pred_cls_logits, pred_obj_logits, priors, gt_boxes, gt_labels, gt_mask, **options)``
+``assign(pred_boxes, pred_cls_logits, pred_obj_logits, priors, gt_boxes, gt_labels, gt_mask, *, **options)``
 and returning an ``Assignment``: per prediction, the index of its ground truth or -1 for background (like
 torchvision's ``Matcher``) and a soft quality target (the IoU of the prediction with that ground truth).
-``ASSIGNERS`` names them for YAML rows (``YOLOXHead``'s ``assigner`` argument).
+``ASSIGNERS`` names them for YAML rows (the ``assigner`` argument of ``YOLOXHead`` and ``GFLHead``); the
+keyword-only arguments are the options, set in the row or in the hyp file (``simota_center_radius``) and
+bound by ``assigner_from`` (registry.py).
 
 YOLOv5's shape matching (``utils.losses.build_yolov5_targets``) keeps its own contract: one prediction
 (image, anchor, cell) may be matched to two ground truths, and YOLOv5 trains box and class on both (its
@@ -21,21 +23,21 @@ Boxes are ``xyxy`` in input pixels unless a name says otherwise. Priors are ``(N
     simota.py   SimOTA (YOLOX)
     center.py   centre sampling (FCOS)
     dsl.py      Dynamic Soft Label Assigner (NanoDet-Plus); its priors are the points the head decodes from
+    registry.py the name table (ASSIGNERS), each assigner's options and assigner_from
 """
 from utils.assigners.base import Assignment, batched_box_iou
 from utils.assigners.center import center_assign
 from utils.assigners.dsl import dsl_assign
+from utils.assigners.registry import (
+    ASSIGNERS,
+    assigner_from,
+    assigner_hyp_keys,
+    assigner_options,
+    check_assigner_options,
+    get_assigner,
+    parse_assigner,
+)
 from utils.assigners.simota import simota_assign
 
-ASSIGNERS = {"simota": simota_assign, "center": center_assign, "dsl": dsl_assign}  # names usable in YAML rows
-
-
-def get_assigner(name: str):
-    """The assigner called ``name`` in ``ASSIGNERS``; a clear error naming the known ones."""
-    if name not in ASSIGNERS:
-        raise ValueError(f"assigner {name!r} not known; use one of {', '.join(ASSIGNERS)}")
-    return ASSIGNERS[name]
-
-
-__all__ = ["ASSIGNERS", "Assignment", "batched_box_iou", "center_assign", "dsl_assign", "get_assigner",
-           "simota_assign"]
+__all__ = ["ASSIGNERS", "Assignment", "assigner_from", "assigner_hyp_keys", "assigner_options", "batched_box_iou",
+           "center_assign", "check_assigner_options", "dsl_assign", "get_assigner", "parse_assigner", "simota_assign"]

@@ -16,6 +16,7 @@ def center_assign(
     gt_boxes: Tensor,
     gt_labels: Tensor,
     gt_mask: Tensor,
+    *,
     center_radius: float = 1.5,
 ) -> Assignment:
     """FCOS's centre sampling: a prior is a positive of a gt when its centre lies inside the gt box and

@@ -121,6 +121,7 @@ def dsl_assign(
     gt_boxes: Tensor,
     gt_labels: Tensor,
     gt_mask: Tensor,
+    *,
     topk: int = 13,
     iou_factor: float = 3.0,
     soft_center_radius: float = 0.0,

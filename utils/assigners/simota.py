@@ -8,6 +8,8 @@ from utils.assigners.base import Assignment, _check_gt, batched_box_iou
 
 SIMOTA_PENALTY_BOX_AND_CENTER = 1e5  # YOLOX <= 0.3.0 / paper: pair not (in gt box AND in its centre region)
 SIMOTA_PENALTY_CENTER_ONLY = 1e6  # YOLOX main since PR #1589: pair not in the gt's centre square
+SIMOTA_RADIUS_BOX_AND_CENTER = 2.5  # YOLOX <= 0.3.0: centre region of 2.5 strides
+SIMOTA_RADIUS_CENTER_ONLY = 1.5  # YOLOX main: centre square of 1.5 strides
 _CLS_LOG_MIN = -100.0  # torch's binary_cross_entropy clamps its logs here; SimOTA's cost used that BCE
 
 
@@ -147,7 +149,8 @@ def simota_assign(
     gt_boxes: Tensor,
     gt_labels: Tensor,
     gt_mask: Tensor,
-    center_radius: float = 2.5,
+    *,
+    center_radius: float | None = None,
     candidate_topk: int = 10,
     iou_weight: float = 3.0,
     center_only: bool = False,
@@ -163,9 +166,11 @@ def simota_assign(
     cost = cls_cost + iou_weight * -log(IoU + 1e-8) + penalty where the pair fails the geometry;
     dynamic k = max(1, int(sum of the top-``candidate_topk`` candidate IoUs)); each gt takes its k
     cheapest candidates; a cell claimed twice goes to its cheapest gt.
-    Default: YOLOX <= 0.3.0 (paper) geometry with penalty 1e5. ``center_only=True``: YOLOX main's
-    centre-square-only geometry with penalty 1e6 (use ``center_radius=1.5`` with it).
+    Default: YOLOX <= 0.3.0 (paper) geometry with penalty 1e5, radius 2.5. ``center_only=True``: YOLOX main's
+    centre-square-only geometry with penalty 1e6, radius 1.5. ``center_radius`` set: that radius with either.
     """
+    if center_radius is None:
+        center_radius = SIMOTA_RADIUS_CENTER_ONLY if center_only else SIMOTA_RADIUS_BOX_AND_CENTER
     _check_simota_inputs(pred_boxes, pred_cls_logits, pred_obj_logits, priors, gt_boxes, gt_labels,
                          gt_mask, center_radius, candidate_topk)
     batch, num_priors = pred_boxes.shape[:2]

@@ -2,9 +2,10 @@
 
 A misspelt optional key (``fl_gama``) would otherwise be ignored silently and its default used; here it is
 an error naming the nearest known key. Also YOLOv5's hyperparameter evolution (``--evolve``): its mutation table and the
-``evolve.csv`` it appends to. Known keys: the pipeline's (optimizer, warmup, augmentation), the
-keys of YOLOv5 v7.0's hyp files (its loss gains and anchor settings: accepted with every head, so one hyp
-file serves every arm of a comparison), and the head's own (``Head.hyp_keys``).
+``evolve.csv`` it appends to. Known keys: the pipeline's (optimizer, warmup, augmentation) and the head-specific
+ones the caller passes in -- every registered head's (``models.heads.all_hyp_keys``: YOLOv5's loss gains, the
+assigners' options), so that one hyp file serves every arm of a comparison. The mutation table is the
+pipeline's ranges and the head's own (``Head.hyp_ranges``), merged by ``evolve_meta``.
 """
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ PIPELINE_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "war
                  "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
                  "fliplr", "mosaic", "mixup", "copy_paste")
 OPTIONAL = ("copy_paste",)  # read with a default
-YOLOV5_KEYS = ("box", "cls", "cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "anchors", "fl_gamma")
 
 
 def check_hyp(hyp: dict, head_keys: tuple[str, ...] = (), source: str = "hyp") -> None:
     """ValueError naming every unknown key (with the nearest known one) and every missing pipeline key."""
-    known = set(PIPELINE_KEYS) | set(YOLOV5_KEYS) | set(head_keys)
+    known = set(PIPELINE_KEYS) | set(head_keys)
     problems = []
     for k in sorted(set(hyp) - known, key=str):
         near = difflib.get_close_matches(str(k), sorted(known), n=1)
@@ -32,22 +32,32 @@ def check_hyp(hyp: dict, head_keys: tuple[str, ...] = (), source: str = "hyp") -
         raise ValueError(f"{source}: " + "; ".join(problems))
 
 
-# key: (mutation gain 0-1, lower limit, upper limit), YOLOv5 v7.0's table; gain 0 keeps the key fixed
-EVOLVE_META = {
+# key: (mutation gain 0-1, lower limit, upper limit), YOLOv5 v7.0's table for the pipeline's keys; gain 0 keeps
+# the key fixed. The heads' keys (YOLOv5's loss gains: Detect.hyp_ranges) come from the head, see evolve_meta.
+PIPELINE_RANGES = {
     "lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.98), "weight_decay": (1, 0.0, 0.001),
     "warmup_epochs": (1, 0.0, 5.0), "warmup_momentum": (1, 0.0, 0.95), "warmup_bias_lr": (1, 0.0, 0.2),
-    "box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0), "obj": (1, 0.2, 4.0),
-    "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0), "anchors": (2, 2.0, 10.0),
-    "fl_gamma": (0, 0.0, 2.0), "hsv_h": (1, 0.0, 0.1), "hsv_s": (1, 0.0, 0.9), "hsv_v": (1, 0.0, 0.9),
+    "hsv_h": (1, 0.0, 0.1), "hsv_s": (1, 0.0, 0.9), "hsv_v": (1, 0.0, 0.9),
     "degrees": (1, 0.0, 45.0), "translate": (1, 0.0, 0.9), "scale": (1, 0.0, 0.9), "shear": (1, 0.0, 10.0),
     "perspective": (0, 0.0, 0.001), "flipud": (1, 0.0, 1.0), "fliplr": (0, 0.0, 1.0), "mosaic": (1, 0.0, 1.0),
     "mixup": (1, 0.0, 1.0), "copy_paste": (1, 0.0, 1.0)}
+
+
+def evolve_meta(head_ranges: dict[str, tuple[float, float, float]]) -> dict[str, tuple[float, float, float]]:
+    """The mutation table of a run: the pipeline's ranges and its head's (``Head.hyp_ranges``), which may not
+    re-range a pipeline key."""
+    clash = sorted(set(head_ranges) & set(PIPELINE_RANGES))
+    if clash:
+        raise ValueError(f"head hyp_ranges may not re-range the pipeline's keys: {', '.join(clash)}")
+    return {**PIPELINE_RANGES, **head_ranges}
+
+
 MUTATION_P, MUTATION_SIGMA = 0.8, 0.2  # YOLOv5: each key mutates with probability 0.8, gain sigma 0.2
 
 
-def mutate_hyp(hyp: dict, rng: np.random.Generator, meta: dict = EVOLVE_META, p: float = MUTATION_P,
+def mutate_hyp(hyp: dict, rng: np.random.Generator, meta: dict, p: float = MUTATION_P,
                sigma: float = MUTATION_SIGMA) -> dict:
-    """A copy of ``hyp`` with YOLOv5's mutation: every numeric key in ``meta`` is multiplied by
+    """A copy of ``hyp`` with YOLOv5's mutation: every numeric key in ``meta`` (``evolve_meta``) is multiplied by
     ``(gain * [u < p] * N(0, 1) * U(0, 1) * sigma + 1)`` clipped to [0.3, 3] (redrawn until one changes),
     then clipped to the key's limits and rounded to 5 decimals. Other keys are kept as they are."""
     keys = [k for k in hyp if k in meta and isinstance(hyp[k], (int, float)) and not isinstance(hyp[k], bool)]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
-from utils.assigners import Assignment, get_assigner
+from utils.assigners import Assignment, assigner_from
 from utils.boxes import bbox2distance, distance2bbox, flat_cells, gfl_decode, integral
 from utils.losses.common import pad_targets
 
@@ -87,8 +87,9 @@ DFL_EPS = 0.1  # DFL targets clamped to [0, reg_max - 0.1]
 
 class GFLLoss:
     """NanoDet-Plus's loss for ``GFLHead``: the positives are picked once per batch by the head's assigner
-    (DSLA by default) on the AGM's detached predictions (on the head's own without an AGM), and the same
-    assignment trains the main head and the AGM, whose terms are summed.
+    (DSLA by default; its options from the row and the hyp, ``utils.assigners.assigner_from``) on the AGM's
+    detached predictions (on the head's own without an AGM), and the same assignment trains the main head and
+    the AGM, whose terms are summed.
 
     Per head, over the batch: qfl = QFL(beta 2) over all priors and classes, target the assigned IoU on the
     gt class, / positives; giou = 2 x GIoU loss on positives weighted by their detached max class score, / the
@@ -98,12 +99,12 @@ class GFLLoss:
     """
 
     def __init__(self, nc: int, strides: Tensor | list[float], reg_max: int = 7, assigner: str = "dsl",
-                 aux: bool = True):
+                 aux: bool = True, hyp: dict | None = None, assigner_options: dict | None = None):
         self.nc, self.reg_max, self.aux = nc, reg_max, aux
         self.strides = [float(s) for s in strides]
         if not self.strides or min(self.strides) <= 0:
             raise ValueError(f"GFLLoss: strides must be positive, got {self.strides} (was the model initialised?)")
-        self.assigner_name, self.assigner = assigner, get_assigner(assigner)
+        self.assigner_name, self.assigner = assigner, assigner_from(assigner, hyp, assigner_options)
         self.loss_names = ("qfl", "dfl", "giou") + (("aux_qfl", "aux_dfl", "aux_giou") if aux else ())
         self._priors: tuple | None = None  # (key, points (N, 2), stride (N, 1))
 

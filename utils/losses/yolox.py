@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.ops import box_convert
 
-from utils.assigners import Assignment, get_assigner
+from utils.assigners import Assignment, assigner_from
 from utils.boxes import bbox_iou, decode_yolox, encode_yolox, flat_cells
 from utils.losses.common import PaddedTargets, pad_targets, smooth_bce
 
@@ -22,9 +22,10 @@ class YOLOXLoss:
     """YOLOX's loss (paper / release 0.3.0) for ``YOLOXHead``.
 
     The head's assigner picks the positives: SimOTA by default (``utils.assigners.simota_assign``; hyp
-    ``simota_center_only: true`` switches to YOLOX main's centre-only rule, radius 1.5), or any other
-    name in ``utils.assigners.ASSIGNERS`` (the head's ``assigner`` YAML argument). Terms, each summed and divided by the number
-    of positives in the batch (>= 1):
+    ``simota_center_only: true`` switches to YOLOX main's centre-only rule, radius 1.5), or any other name in
+    ``utils.assigners.ASSIGNERS`` (the head's ``assigner`` YAML argument), its options from the row
+    (``assigner_options``) and the hyp (``utils.assigners.assigner_from``). Terms, each summed and divided by
+    the number of positives in the batch (>= 1):
     iou = 5 * (1 - IoU^2) on positives; obj = BCE against the 0/1 positive mask on every cell;
     cls = BCE on positives against the one-hot class scaled by the assigned IoU; l1 = |raw - encoded gt|
     on positives, only in epochs without mosaic (``on_epoch``).
@@ -39,18 +40,12 @@ class YOLOXLoss:
     loss_names = ("iou", "obj", "cls", "l1")
 
     def __init__(self, nc: int, strides: Tensor | list[float], hyp: dict, label_smoothing: float = 0.0,
-                 assigner: str = "simota"):
+                 assigner: str = "simota", assigner_options: dict | None = None):
         self.nc = nc
-        self.assigner_name, self.assigner = assigner, get_assigner(assigner)
+        self.assigner_name, self.assigner = assigner, assigner_from(assigner, hyp, assigner_options)
         self.strides = [float(s) for s in strides]
         if not self.strides or min(self.strides) <= 0:
             raise ValueError(f"YOLOXLoss: strides must be positive, got {self.strides} (was the model initialised?)")
-        if assigner == "simota":
-            center_only = bool(hyp.get("simota_center_only", False))
-            radius = float(hyp.get("simota_center_radius", 1.5 if center_only else 2.5))
-            self.assign_options = {"center_radius": radius, "center_only": center_only}
-        else:
-            self.assign_options = {}
         self.cp, self.cn = smooth_bce(label_smoothing)
         self.use_l1 = False
         self._cells: tuple | None = None  # (key, cell (N, 2), stride (N, 1))
@@ -94,7 +89,7 @@ class YOLOXLoss:
         priors = torch.cat(((cell + 0.5) * stride, stride, stride), 1)  # (N, 4) [cx, cy, sx, sy]
         return self.assigner(
             box_convert(pred_box.detach(), "cxcywh", "xyxy"), pred[..., 5:].detach(), pred[..., 4:5].detach(),
-            priors, box_convert(gt.boxes, "cxcywh", "xyxy"), gt.labels, gt.mask, **self.assign_options)
+            priors, box_convert(gt.boxes, "cxcywh", "xyxy"), gt.labels, gt.mask)
 
     def terms(self, pred: Tensor, pred_box: Tensor, cell: Tensor, stride: Tensor, gt: PaddedTargets,
               assigned: Assignment) -> Tensor:

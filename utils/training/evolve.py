@@ -18,7 +18,7 @@ from utils import LOGGER
 from utils.evaluation.metrics import fitness
 from utils.evaluation.plots import plot_evolve
 from utils.io.files import yaml_load
-from utils.io.hyp import EVOLVE_META, append_evolve_csv, mutate_hyp, read_evolve_csv
+from utils.io.hyp import append_evolve_csv, mutate_hyp, read_evolve_csv
 from utils.io.results import MAP
 
 EVOLVE_TAG = 0x4556  # seed-sequence tag: these draws never share a stream with the data's
@@ -26,9 +26,9 @@ EVOLVE_PARENTS = 5  # the parent is drawn from the best 5 generations, weighted 
 TrainGeneration = Callable[[argparse.Namespace, dict, Path], dict]
 
 
-def evolve(opt: argparse.Namespace, train_generation: TrainGeneration, meta: dict | None = None) -> None:
+def evolve(opt: argparse.Namespace, train_generation: TrainGeneration, meta: dict) -> None:
     """Generations ``done .. opt.evolve - 1`` into ``opt.save_dir``: each trains ``train_generation`` on the
-    base hyp (the first) or a mutation (``meta``: key -> (gain, low, high); default YOLOv5's table) of a parent
+    base hyp (the first) or a mutation (``meta``: key -> (gain, low, high), ``utils.io.hyp.evolve_meta``) of a parent
     from the best so far, and appends its results and hyp to evolve.csv; hyp_evolve.yaml holds the best
     generation's hyp, evolve.png each key against fitness. Generations already in evolve.csv are not run again,
     so re-running the command continues it."""
@@ -55,7 +55,7 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def evolve_hyp(base: dict, csv: Path, seed: int, gen: int, meta: dict | None = None) -> dict:
+def evolve_hyp(base: dict, csv: Path, seed: int, gen: int, meta: dict) -> dict:
     """Generation ``gen``'s hyp: ``base`` for the first, else the mutation (``meta``) of a parent drawn from the
     best EVOLVE_PARENTS rows of ``csv`` with weights fitness - min + 1e-6; every draw from (seed, gen)."""
     header, rows = read_evolve_csv(csv)
@@ -67,7 +67,7 @@ def evolve_hyp(base: dict, csv: Path, seed: int, gen: int, meta: dict | None = N
     w = fits[top] - fits[top].min() + 1e-6
     row = rows[top[rng.choice(len(top), p=w / w.sum())]]
     parent = {k: (float(row[header.index(k)]) if k in header else v) for k, v in base.items()}
-    return mutate_hyp(parent, rng, EVOLVE_META if meta is None else meta)
+    return mutate_hyp(parent, rng, meta)
 
 
 def write_best_hyp(path: Path, header: list[str], rows: np.ndarray, fits: np.ndarray, n_results: int,

@@ -25,12 +25,19 @@ import cv2
 import numpy as np
 import torch
 
-from export import BACKENDS, runtime_backend
 from models.backends import Backend
+from models.runtime import backend_choices, runtime_backend
 from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.data.augmentations import round_to_stride
+from utils.data.check_image import check_image
 from utils.data.sinks import VideoSinks
-from utils.data.sources import FileSource, SourceBatch, StreamConfig, StreamSource, load_source
+from utils.data.sources import (
+    FileSource,
+    SourceBatch,
+    StreamConfig,
+    StreamSource,
+    load_source,
+)
 from utils.evaluation.annotate import Annotator, CropWriter, describe
 from utils.io.files import increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync
@@ -249,13 +256,13 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
         vid_stride: int = 1, stream_config: StreamConfig | None = None, backend: str = "auto") -> DetectResult:
     """Detect on ``source`` (see the module docstring) with the model in ``weights`` (.pt, .torchscript, .onnx, ...);
     ``backend`` runs a .pt on the CPU through a cached ONNX Runtime export ('auto', 'onnxruntime', 'openvino') or
-    as PyTorch ('torch'): export.runtime_backend."""
+    as PyTorch ('torch'): models/runtime.py."""
     dev = select_device(device)
     if half and dev.type not in ("cuda", "cpu"):
         LOGGER.warning(f"WARNING: --half runs on CUDA (FP16) or the CPU (BF16); device is {dev}, running FP32")
         half = False
     size = [imgsz] if isinstance(imgsz, int) else list(imgsz)
-    backend = runtime_backend(weights, dev, half, backend, tuple((size * 2)[:2]))
+    backend = runtime_backend(weights, dev, half, backend, tuple((size * 2)[:2]), images=check_image)
     hw = check_imgsz(imgsz, backend)
     nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=_check_classes(classes, backend.names),
                agnostic=agnostic_nms, max_det=max_det)
@@ -318,9 +325,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--half", action="store_true",
                    help="half precision: FP16 on CUDA; BF16 through OpenVINO on a CPU with AVX512-BF16/AMX")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
+    p.add_argument("--backend", default="auto", choices=backend_choices(),
                    help="how a .pt runs on the CPU: auto (the fastest installed runtime, via a cached export), "
-                        "torch, onnxruntime, openvino")
+                        f"{', '.join(backend_choices()[1:])}")
     return p.parse_args(argv)
 
 

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from export import BACKENDS, runtime_backend
 from models.backends import Backend
+from models.runtime import backend_choices, runtime_backend
 from utils.boxes import postprocess, scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.data.check_image import check_image
 from utils.data.dataloaders import check_dataset, create_dataloader
 from utils.evaluation.coco import CocoResults, coco_eval
 from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
@@ -108,7 +109,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         save_dir: Path | None = None, plots: bool = True, criterion=None, backend: str = "auto",
         collect: bool = False) -> ValResult:
     """Validate ``model`` (from train.py) or the model in ``weights`` on ``data``'s val/test split; ``backend``:
-    how a .pt runs on the CPU (export.runtime_backend: a cached ONNX Runtime export by default, or 'torch')."""
+    how a .pt runs on the CPU (models/runtime.py: a cached ONNX Runtime export by default, or 'torch')."""
     training = model is not None
     data = data if isinstance(data, dict) else check_dataset(data)
     if training:
@@ -119,7 +120,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     else:
         dev = select_device(device, batch_size)
         size = imgsz or data.get("imgsz", 640)
-        model = runtime_backend(weights, dev, half, backend, (size, size))
+        model = runtime_backend(weights, dev, half, backend, (size, size), images=check_image)
         half = model.fp16
         save_dir, imgsz, dataloader = _standalone_setup(model, data, weights, batch_size, imgsz, task, workers,
                                                         single_cls, save_txt, Path(project) / name, exist_ok)
@@ -295,9 +296,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true")
     p.add_argument("--half", action="store_true",
                    help="half precision: FP16 on CUDA; BF16 through OpenVINO on a CPU with AVX512-BF16/AMX")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
+    p.add_argument("--backend", default="auto", choices=backend_choices(),
                    help="how a .pt runs on the CPU: auto (the fastest installed runtime, via a cached export), "
-                        "torch, onnxruntime, openvino")
+                        f"{', '.join(backend_choices()[1:])}")
     return p.parse_args(argv)
 
 

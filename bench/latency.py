@@ -83,17 +83,17 @@ def onnx_session(file: Path, device: torch.device):
 
 
 def exported_runner(mode: str, model: DetectionModel, x: torch.Tensor, folder: Path) -> tuple[Callable, object]:
-    """(callable, its input) of ``model`` exported by export.py at the shape of ``x``."""
-    import export  # the repo root's export.py: the benchmark times exactly the files it writes
+    """(callable, its input) of ``model`` exported by export.py's exporters (models/formats) at the shape of ``x``."""
+    from models.formats import FORMATS, ExportOptions  # the benchmark times exactly the files export.py writes
+    from models.formats.core import export_metadata
 
-    meta = export.export_metadata(model, tuple(x.shape), dynamic=False, half=False)
-    name = f"m_{x.shape[0]}_{x.shape[-1]}"
+    meta = export_metadata(model, tuple(x.shape), dynamic=False, half=False)
+    fmt = FORMATS[mode]
+    file = fmt.export(model, x, fmt.path_for(folder / f"m_{x.shape[0]}_{x.shape[-1]}.pt"), meta, ExportOptions())
     if mode == "torchscript":
-        file = export.export_torchscript(model, x, folder / f"{name}.torchscript", meta)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
             return torch.jit.load(str(file), map_location=x.device), x
-    file = export.export_onnx(model, x, folder / f"{name}.onnx", meta, opset=17, dynamic=False, simplify=False)
     session = onnx_session(file, x.device)
     feed = {"images": x.cpu().numpy()}
     return (lambda inputs: session.run(None, inputs)), feed

@@ -38,9 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import detect  # noqa: E402
-import export  # noqa: E402
-from models.backends import cpu_bf16  # noqa: E402
+from models import runtime  # noqa: E402
+from models.formats.openvino import cpu_bf16  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
+from utils.data.check_image import check_image  # noqa: E402
 from utils.data.dataloaders import check_dataset  # noqa: E402
 from utils.io.checkpoint import save_checkpoint  # noqa: E402
 from utils.torch_utils import thop_gflops, usable_cpus  # noqa: E402
@@ -131,10 +132,12 @@ def latency(ref: Reference, cfgs: list[str], sizes: list[int], rounds: int, runs
         for size in sizes:
             gflops = thop_gflops(model, torch.zeros(1, 3, size, size))  # fused: the arithmetic actually run
             x = torch.zeros(1, 3, size, size)
-            default = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(size, size))
+            default = runtime.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(size, size),
+                                              images=check_image)
             sides = {"ours_eager": model, "ours_default": default}
             if cpu_bf16():  # the opt-in --half on the CPU: OpenVINO in BF16 (changes outputs beyond the 1e-3 check)
-                sides["ours_half_bf16"] = export.runtime_backend(w, torch.device("cpu"), half=True, imgsz=(size, size))
+                sides["ours_half_bf16"] = runtime.runtime_backend(w, torch.device("cpu"), half=True, imgsz=(size, size),
+                                                                  images=check_image)
             t = {"yolov5": [], **{k: [] for k in sides}}
             for _ in range(rounds):  # interleaved blocks: the same load for every side
                 t["yolov5"] += ref.ask(do="latency", cfg=cfg, size=size, runs=runs)
@@ -257,7 +260,7 @@ def main() -> None:
           f"{peak['gflop_s']:.0f} GFLOP/s" + (" (the CPU also has AMX-BF16: only the --half column uses it)"
                                              if peak["amx_bf16"] else ""))
     tmp = Path(tempfile.mkdtemp(prefix="vs_yolov5_"))
-    os.environ[export.CACHE_ENV] = str(tmp / "runtime_cache")  # this run's exports stay in its own folder
+    os.environ[runtime.CACHE_ENV] = str(tmp / "runtime_cache")  # this run's exports stay in its own folder
     ref = Reference(opt.python, folder, opt.threads)
     out = {"load": load, "threads": opt.threads, "yolov5": str(folder), "cpu": peak}
     try:

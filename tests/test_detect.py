@@ -226,8 +226,11 @@ def test_ctrl_c_ends_cleanly_with_a_playable_mp4(weights, tmp_path, ctrl_c):
 
 
 def test_view_img_headless_and_half_on_cpu_warn_and_continue(weights, image_dir, tmp_path, monkeypatch, caplog):
-    import export
-    monkeypatch.setattr(export, "cpu_bf16", lambda: False)  # the FP32 fallback, whatever this CPU has
+    import dataclasses
+
+    from models.formats import FORMATS
+    openvino = dataclasses.replace(FORMATS["openvino"], bf16=lambda: False)
+    monkeypatch.setitem(FORMATS, "openvino", openvino)  # the FP32 fallback, whatever this CPU has
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with caplog.at_level(logging.WARNING, logger="headzoo"):

@@ -18,6 +18,7 @@ import detect
 import export
 from data.generators.shapes import CLASS_NAMES
 from models.backends import load_backend
+from models.formats import FORMATS
 from tests.test_export import (
     NAMES,
     _val,
@@ -43,7 +44,7 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("module, fmt", [("openvino", "openvino"), ("pnnx", "ncnn"), ("ncnn", "ncnn")])
 def test_missing_package_is_a_one_line_error(module: str, fmt: str, weights: Path, monkeypatch, caplog):
-    for other in set(export.PACKAGES[fmt]) - {module}:  # installed or not, only ``module`` is missing here
+    for other in set(FORMATS[fmt].packages) - {module}:  # installed or not, only ``module`` is missing here
         monkeypatch.setitem(sys.modules, other, types.ModuleType(other))
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError, as when not installed
     with caplog.at_level(logging.ERROR, logger="headzoo"):

@@ -165,9 +165,10 @@ def fit_head(weights: Path, data: Path, steps: int = 30) -> Path:
     return save_checkpoint(ckpt, weights)
 
 
-def _val(weights: Path, data: Path, out: Path, name: str) -> tuple[val.ValResult, dict[str, np.ndarray]]:
+def _val(weights: Path, data: Path, out: Path, name: str,
+         backend: str = "auto") -> tuple[val.ValResult, dict[str, np.ndarray]]:
     r = val.run(data, weights=str(weights), batch_size=4, imgsz=64, workers=0, plots=False, save_txt=True,
-                save_conf=True, project=out, name=name)
+                save_conf=True, project=out, name=name, backend=backend)
     preds = {p.name: np.loadtxt(p, ndmin=2) for p in sorted((out / name / "labels").glob("*.txt"))}
     return r, preds
 

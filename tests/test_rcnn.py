@@ -254,14 +254,15 @@ def test_backend_auto_keeps_pytorch_for_faster_rcnn(tmp_path, monkeypatch, caplo
     """The head's cpu_runtime flag: ONNX Runtime is slower than PyTorch for this model, so 'auto' exports nothing."""
     import logging
 
-    import export
-    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path / "cache"))
+    from models import runtime
+    from utils.data.check_image import check_image
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
     torch.manual_seed(0)
     model = DetectionModel(MNV3, nc=3)
     w = save_checkpoint({"model": model.state_dict(), "ema": None, "yaml": model.yaml,
                          "names": {0: "a", 1: "b", 2: "c"}}, tmp_path / "frcnn.pt")
     with caplog.at_level(logging.INFO, logger="headzoo"):
-        b = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(64, 64))
+        b = runtime.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(64, 64), images=check_image)
     assert b.fmt == "pytorch" and "runs faster as PyTorch" in caplog.text
     assert not (tmp_path / "cache").exists()
 

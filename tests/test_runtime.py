@@ -1,19 +1,27 @@
 """detect.py / val.py ``--backend``: a .pt on the CPU runs through a cached ONNX Runtime (or OpenVINO) export
-(export.runtime_backend, export.cached_export), with the same detections as PyTorch."""
+(models/runtime.py: runtime_backend, cached_export), with the same detections as PyTorch."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import logging
 
 import pytest
 import torch
 
-import export
+from models import runtime
+from models.backends import load_backend
+from models.formats import FORMATS
+from models.formats.core import TOLERANCE
 from models.yolo import DetectionModel
 from utils.boxes import postprocess
+from utils.data.check_image import check_image
 from utils.io.checkpoint import save_checkpoint
 
 NAMES = {0: "circle", 1: "square", 2: "triangle"}
+runtime_backend = functools.partial(runtime.runtime_backend, images=check_image)  # as val.py and detect.py call it
+cached_export = functools.partial(runtime.cached_export, images=check_image)
 
 
 def _checkpoint(path, cfg="yolov5n.yaml", seed=0):
@@ -25,27 +33,27 @@ def _checkpoint(path, cfg="yolov5n.yaml", seed=0):
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
-    monkeypatch.setenv(export.CACHE_ENV, str(folder))
+    monkeypatch.setenv(runtime.CACHE_ENV, str(folder))
     return folder
 
 
 def test_auto_runs_a_pt_through_a_cached_onnx_export(tmp_path, cache, caplog):
     w = _checkpoint(tmp_path / "best.pt")
     with caplog.at_level(logging.INFO, logger="headzoo"):
-        b = export.runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(96, 96))
+        b = runtime_backend(w, torch.device("cpu"), backend="auto", imgsz=(96, 96))
     assert b.fmt == "onnx" and b.dynamic and b.weights.parent == cache
     assert "--backend auto: onnxruntime" in caplog.text
     files = sorted(p.name for p in cache.iterdir())
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="headzoo"):
-        again = export.runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
+        again = runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
     assert again.weights == b.weights and "exporting" not in caplog.text  # reused: one export, any size
     assert sorted(p.name for p in cache.iterdir()) == files
     im = torch.rand(2, 3, 96, 128)
-    ref = export.runtime_backend(w, torch.device("cpu"), backend="torch")
+    ref = runtime_backend(w, torch.device("cpu"), backend="torch")
     assert ref.fmt == "pytorch"
     got, want = b(im), ref(im)
-    assert (got - want).abs().max() < export.TOLERANCE
+    assert (got - want).abs().max() < TOLERANCE
     a, r = postprocess(got, False, 0.001), postprocess(want, False, 0.001)
     assert all(x.shape == y.shape for x, y in zip(a, r))
 
@@ -57,48 +65,48 @@ def test_a_cached_export_reads_the_checkpoint_once(tmp_path, cache, monkeypatch)
     for cfg, backend, key in (("yolov5n.yaml", "auto", "-dynamic-"),
                               ("faster-rcnn-mnv3-fpn.yaml", "onnxruntime", "-64x64-")):
         w = _checkpoint(tmp_path / f"{cfg}.pt", cfg)
-        export.runtime_backend(w, torch.device("cpu"), backend=backend, imgsz=(64, 64))  # makes the export
-        reads, load = [], export.load_checkpoint
-        monkeypatch.setattr(export, "load_checkpoint", lambda p, *a, **k: reads.append(p) or load(p, *a, **k))
-        b = export.runtime_backend(w, torch.device("cpu"), backend=backend, imgsz=(64, 64))
-        monkeypatch.setattr(export, "load_checkpoint", load)
+        runtime_backend(w, torch.device("cpu"), backend=backend, imgsz=(64, 64))  # makes the export
+        reads, load = [], runtime.load_checkpoint
+        monkeypatch.setattr(runtime, "load_checkpoint", lambda p, *a, **k: reads.append(p) or load(p, *a, **k))
+        b = runtime_backend(w, torch.device("cpu"), backend=backend, imgsz=(64, 64))
+        monkeypatch.setattr(runtime, "load_checkpoint", load)
         assert b.fmt == "onnx" and key in b.weights.name and reads == [w]
 
 
 def test_a_changed_checkpoint_gets_a_new_export(tmp_path, cache):
     w = _checkpoint(tmp_path / "best.pt")
-    first = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64)).weights
+    first = runtime_backend(w, torch.device("cpu"), imgsz=(64, 64)).weights
     _checkpoint(w, seed=1)  # retrained: same name, other bytes
-    second = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64)).weights
+    second = runtime_backend(w, torch.device("cpu"), imgsz=(64, 64)).weights
     assert first != second and first.exists() and second.exists()
 
 
 def test_static_heads_are_cached_per_size(tmp_path, cache):
     w = _checkpoint(tmp_path / "frcnn.pt", "faster-rcnn-mnv3-fpn.yaml")
-    f, _ = export.cached_export(w, "onnxruntime", (64, 64))
+    f, _ = cached_export(w, "onnxruntime", (64, 64))
     assert "-64x64-" in f.name
 
 
 def test_exported_files_and_bad_choices(tmp_path, cache):
     w = _checkpoint(tmp_path / "best.pt")
-    onnx_file, _ = export.cached_export(w, "onnxruntime", (64, 64))
-    assert export.runtime_backend(onnx_file, torch.device("cpu"), backend="auto").fmt == "onnx"
+    onnx_file, _ = cached_export(w, "onnxruntime", (64, 64))
+    assert runtime_backend(onnx_file, torch.device("cpu"), backend="auto").fmt == "onnx"
     with pytest.raises(ValueError, match="--backend 'tensorrt' is not one of auto, torch, onnxruntime, openvino"):
-        export.runtime_backend(w, torch.device("cpu"), backend="tensorrt")
+        runtime_backend(w, torch.device("cpu"), backend="tensorrt")
     if importlib.util.find_spec("openvino") is None:
         with pytest.raises(ValueError, match="pip install openvino"):
-            export.runtime_backend(w, torch.device("cpu"), backend="openvino")
+            runtime_backend(w, torch.device("cpu"), backend="openvino")
     else:
-        assert export.runtime_backend(w, torch.device("cpu"), backend="openvino", imgsz=(64, 64)).fmt == "openvino"
+        assert runtime_backend(w, torch.device("cpu"), backend="openvino", imgsz=(64, 64)).fmt == "openvino"
 
 
 def test_an_unwritable_cache_falls_back_to_pytorch(tmp_path, monkeypatch, caplog):
     w = _checkpoint(tmp_path / "best.pt")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")  # the cache folder's path is a file: mkdir fails as on a read-only disk
-    monkeypatch.setenv(export.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setenv(runtime.CACHE_ENV, str(blocker / "cache"))
     with caplog.at_level(logging.WARNING, logger="headzoo"):
-        b = export.runtime_backend(w, torch.device("cpu"), imgsz=(64, 64))
+        b = runtime_backend(w, torch.device("cpu"), imgsz=(64, 64))
     assert b.fmt == "pytorch" and "cannot write the onnxruntime export" in caplog.text
 
 
@@ -106,8 +114,8 @@ def test_torch_ops_around_a_cpu_runtime_run_on_one_thread(tmp_path, cache):
     """host_threads(): one torch thread while ONNX Runtime owns the cores, the caller's count restored after
     (also after an error); PyTorch backends keep their threads."""
     w = _checkpoint(tmp_path / "best.pt")
-    ort_backend = export.runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
-    torch_backend = export.runtime_backend(w, torch.device("cpu"), backend="torch")
+    ort_backend = runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
+    torch_backend = runtime_backend(w, torch.device("cpu"), backend="torch")
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -127,35 +135,35 @@ def test_half_on_the_cpu_falls_back_to_fp32_with_a_reason(tmp_path, cache, monke
     w = _checkpoint(tmp_path / "best.pt")
     cpu = torch.device("cpu")
     with caplog.at_level(logging.WARNING, logger="headzoo"):
-        b = export.runtime_backend(w, cpu, half=True, backend="torch")
+        b = runtime_backend(w, cpu, half=True, backend="torch")
     assert b.fmt == "pytorch" and not b.fp16 and not b.bf16
     assert "--half on the CPU: it runs BF16 through OpenVINO only" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(export, "_installed", lambda runtime: runtime != "openvino")
+    monkeypatch.setattr(runtime, "_installed", lambda runtime: runtime != "openvino")
     with caplog.at_level(logging.WARNING, logger="headzoo"):
-        b = export.runtime_backend(w, cpu, half=True, backend="auto", imgsz=(64, 64))
+        b = runtime_backend(w, cpu, half=True, backend="auto", imgsz=(64, 64))
     assert b.fmt == "onnx" and "it needs OpenVINO" in caplog.text  # FP32 on the default runtime
     caplog.clear()
-    monkeypatch.setattr(export, "_installed", lambda runtime: True)
-    monkeypatch.setattr(export, "cpu_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "_installed", lambda runtime: True)
+    monkeypatch.setitem(FORMATS, "openvino", dataclasses.replace(FORMATS["openvino"], bf16=lambda: False))
     with caplog.at_level(logging.WARNING, logger="headzoo"):
-        export.runtime_backend(w, cpu, half=True, backend="torch")
-        export._cpu_half(w, "auto")
+        runtime_backend(w, cpu, half=True, backend="torch")
+        runtime._cpu_half(w, "auto")
     assert "this CPU has no BF16" in caplog.text
-    onnx_file = export.cached_export(w, "onnxruntime", (64, 64))[0]
+    onnx_file = cached_export(w, "onnxruntime", (64, 64))[0]
     with pytest.raises(ValueError, match="only OpenVINO models run reduced precision"):
-        export.load_backend(onnx_file, cpu, half=True)
+        load_backend(onnx_file, cpu, half=True)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="optional: pip install openvino")
 def test_half_on_a_bf16_cpu_runs_openvino_close_to_fp32(tmp_path, cache):
-    from models.backends import cpu_bf16
+    from models.formats.openvino import cpu_bf16
     if not cpu_bf16():
         pytest.skip("this CPU has no BF16 (AVX512-BF16 or AMX)")
     w = _checkpoint(tmp_path / "best.pt")
-    b = export.runtime_backend(w, torch.device("cpu"), half=True, backend="auto", imgsz=(64, 64))
+    b = runtime_backend(w, torch.device("cpu"), half=True, backend="auto", imgsz=(64, 64))
     assert b.fmt == "openvino" and b.bf16 and "BF16" in b.describe()
     im = torch.rand(1, 3, 64, 96)
-    got, want = b(im), export.runtime_backend(w, torch.device("cpu"), backend="torch")(im)
+    got, want = b(im), runtime_backend(w, torch.device("cpu"), backend="torch")(im)
     torch.testing.assert_close(got[..., :4], want[..., :4], rtol=0.05, atol=0.5)  # boxes, px: BF16 keeps ~3 digits
     torch.testing.assert_close(got[..., 4:], want[..., 4:], rtol=0, atol=0.03)  # objectness and class scores

@@ -41,11 +41,12 @@ def measure_latency(model: DetectionModel, imgsz: int, device: torch.device, run
 def measure_onnx_latency(weights: Path, imgsz: int, runs: int) -> dict | None:
     """Batch-1 ms of the checkpoint's ONNX Runtime export at ``imgsz`` on the CPU (the cached export detect.py and
     val.py run a .pt through by default); None when onnxruntime is not installed."""
-    import export
     from models.backends import load_backend
+    from models.runtime import cached_export
+    from utils.data.check_image import check_image
 
     try:
-        file, _ = export.cached_export(weights, "onnxruntime", (imgsz, imgsz))
+        file, _ = cached_export(weights, "onnxruntime", (imgsz, imgsz), images=check_image)
     except ValueError as e:  # the optional package missing: one line, no ONNX column
         LOGGER.info(f"ONNX Runtime latency not measured: {e}")
         return None

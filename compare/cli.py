@@ -40,6 +40,7 @@ per cfg, parameters and GFLOPs (thop at the run's imgsz, unfused), latency (batc
 per epoch and final/best mAP as mean ± std over seeds; per cfg against the first, the paired difference in final
 mAP50-95 with a 95% t-interval and a verdict (better / worse / within noise), see utils/evaluation/stats.py, the val-image
 bootstrap beside it, and the TIDE error breakdown; ``--pairs ARM:BASE`` adds the same figures for other pairs.
+Each figure is a statistic in compare/statistics/ (README "Extending": adding one is one file and one table line).
 """
 
 

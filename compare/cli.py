@@ -5,10 +5,12 @@ import argparse
 import logging
 import time
 
+from compare.decide import DEFAULT_MARGIN, decide_all, pairs_of_interest, planned_seeds
 from compare.plan import ROOT, resolve_pairs, setup_experiment
 from compare.report import report
 from compare.runner import RunsFailed, train_all
 from utils import LOGGER
+from utils.evaluation.sequential import ALPHA, MIN_SEEDS
 
 USAGE = """A/B-compare model configs on one training pipeline, with the run-to-run noise measured.
 
@@ -68,6 +70,17 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     p.add_argument("--pairs", nargs="+", default=[], metavar="ARM:BASE",
                    help="more pairs for the report, beside every arm against the first: ARM minus BASE, each an arm "
                         "of --cfg by its cfg or folder name, e.g. yolov5n-decoupled-af:yolov5n-decoupled")
+    p.add_argument("--decide", action="store_true",
+                   help="train seed rounds until every pair (each arm vs the first, and --pairs) is decided -- "
+                        "better, worse or equivalent within --margin -- by a group-sequential t-test, or "
+                        "--max-seeds is reached (--seeds is then ignored)")
+    p.add_argument("--max-seeds", type=int, default=10, help="--decide: the most seeds a pair gets")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help="--decide: 'equivalent' when the difference is surely inside ±MARGIN mAP50-95 (0: off)")
+    p.add_argument("--alpha", type=float, default=ALPHA, help="--decide: the false-verdict rate per pair")
+    p.add_argument("--dry-run", action="store_true",
+                   help="train nothing: per pair, the seeds a decision is expected to need, from the finished "
+                        "seeds (a pilot of 2)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process (usable cores // jobs torch threads, output in "
                         "<run>/train.log)")
@@ -76,6 +89,11 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
         p.error("give the cfgs to compare: --cfg yolov5n.yaml yolov5n-decoupled.yaml (or --resume)")
     if opt.seeds < 1:
         p.error(f"--seeds must be >= 1, got {opt.seeds}")
+    if opt.max_seeds < MIN_SEEDS:
+        p.error(f"--max-seeds must be >= {MIN_SEEDS} (the first look of --decide), got {opt.max_seeds}")
+    if opt.margin < 0 or not 0 < opt.alpha < 0.5:
+        p.error(f"--margin must be >= 0 and --alpha in (0, 0.5), got {opt.margin}, {opt.alpha}")
+    opt.margin = opt.margin or None
     if opt.jobs < 1:
         p.error(f"--jobs must be >= 1, got {opt.jobs}")
     if opt.budget_time is not None and opt.budget_time <= 0:
@@ -92,10 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     opt, train_args = parse_opt(argv)
     try:
         exp, plan = setup_experiment(opt, train_args)
-        pairs = resolve_pairs(opt.pairs, plan["cfg"])  # a typo fails now, not after the training
-        LOGGER.info(f"compare: {len(plan['cfg'])} cfgs x {plan['seeds']} seeds -> {exp}")
+        pairs = resolve_pairs(opt.pairs or plan.get("pairs", []), plan["cfg"])  # a typo fails now, not later
+        if opt.dry_run:
+            plan.setdefault("decide", {"max_seeds": opt.max_seeds, "margin": opt.margin, "alpha": opt.alpha})
+            for line in planned_seeds(exp, plan, pairs_of_interest(plan["cfg"], pairs)):
+                LOGGER.info(line)
+            return 0
         t0 = time.time()
-        train_all(exp, plan, opt.jobs)
+        if "decide" in plan:
+            LOGGER.info(f"compare --decide: {len(plan['cfg'])} cfgs, up to {plan['decide']['max_seeds']} seeds -> {exp}")
+            decide_all(exp, plan, pairs_of_interest(plan["cfg"], pairs), opt.jobs)
+        else:
+            LOGGER.info(f"compare: {len(plan['cfg'])} cfgs x {plan['seeds']} seeds -> {exp}")
+            train_all(exp, plan, opt.jobs)
         LOGGER.info(f"training done in {(time.time() - t0) / 3600:.3f} hours")
         report(exp, plan, opt.latency_runs, opt.bootstrap, pairs)
     except (FileNotFoundError, ValueError) as e:

@@ -54,8 +54,11 @@ def setup_experiment(opt: argparse.Namespace, train_args: list[str]) -> tuple[Pa
                          f"stored by it")
     for arm in opt.cfg:
         train_recipe(split_arm(arm)[1])  # an arm's own flags are train.py flags too, and may not set seed etc.
-    plan = {"cfg": list(opt.cfg), "seeds": opt.seeds, "train_args": list(train_args),
-            "recipe": train_recipe(train_args), "budget_min": opt.budget_time}
+    plan = {"cfg": list(opt.cfg), "seeds": opt.max_seeds if opt.decide else opt.seeds,
+            "train_args": list(train_args), "recipe": train_recipe(train_args), "budget_min": opt.budget_time,
+            "pairs": list(opt.pairs)}
+    if opt.decide:
+        plan["decide"] = {"max_seeds": opt.max_seeds, "margin": opt.margin, "alpha": opt.alpha}
     old = exp / "compare.yaml"
     if old.is_file():
         before = {**train_recipe([]), **yaml_load(old).get("recipe", {})}  # a flag added since: its default then

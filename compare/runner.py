@@ -139,12 +139,13 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str,
     gc.collect()
 
 
-def train_all(exp: Path, plan: dict, jobs: int = 1) -> None:
-    """Every cfg x seed, seed-major (all arms of seed 0 first, so an early stop leaves complete pairs); with
-    ``jobs`` > 1, that many at once in worker processes; with a --device listing several GPUs, at least one run
-    per GPU at once, each on one."""
+def train_all(exp: Path, plan: dict, jobs: int = 1, cfgs: list[str] | None = None, seeds: int | None = None) -> None:
+    """Every cfg x seed (or ``cfgs`` x seeds 0 .. ``seeds`` - 1), seed-major (all arms of seed 0 first, so an early
+    stop leaves complete pairs); with ``jobs`` > 1, that many at once in worker processes; with a --device listing
+    several GPUs, at least one run per GPU at once, each on one."""
     epochs = int(plan["recipe"]["epochs"])
-    order = [(seed, cfg) for seed in range(int(plan["seeds"])) for cfg in plan["cfg"]]
+    order = [(seed, cfg) for seed in range(int(plan["seeds"] if seeds is None else seeds))
+             for cfg in (plan["cfg"] if cfgs is None else cfgs)]
     todo = []  # (tag, cfg, seed, state) of the runs left to train
     for k, (seed, cfg) in enumerate(order, 1):
         run = run_dir(exp, cfg, seed)

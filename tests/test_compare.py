@@ -507,7 +507,7 @@ def test_a_statistic_plugs_in_as_one_file(tmp_path):
         compare.report(exp, plan, latency_runs=0, n_boot=0, pairs=[(b, a)])
     finally:
         unregister("median_final")
-    assert [s.name for s in STATISTICS] == ["speed", "accuracy", "seeds", "bootstrap", "tide", "stability"]
+    assert [s.name for s in STATISTICS] == ["speed", "accuracy", "seeds", "sequential", "bootstrap", "tide", "stability"]
     with open(exp / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[-1] == "final_map_median"
@@ -520,3 +520,43 @@ def test_a_statistic_plugs_in_as_one_file(tmp_path):
     assert "| median final mAP50-95 |" in md and "## Median over seeds" in md and "- yolov5n-decoupled: 0.3100" in md
     assert "medians differ by -0.2100" in md and "- Median: the median over seeds" in md and "![median](median.png)" in md
     assert (exp / "median.png").stat().st_size > 500
+
+
+def test_decide_stops_each_pair_at_its_look_and_reports_it(tmp_path):
+    """--decide on finished hand-made runs (nothing to train): B beats A by ~0.05 from seed 0 -> 'better' at the
+    first look (3 seeds), kept even though B's later seeds fall behind; C equals A within ±0.003 -> 'equivalent
+    within ±0.02' at 3 seeds; D is noise around A -> still open after 4 seeds, so the round-5 runs are what it
+    asks to train. decide.json, report.md and report.csv say so."""
+    from compare.decide import DECISIONS, decide_all, pairs_of_interest, replay
+    from models.yolo import DetectionModel
+
+    a, b, c, d = "yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5n.yaml --precise-bn 0", "yolov5n.yaml --patience 9"
+    exp = tmp_path / "exp"
+    base = [0.30, 0.32, 0.31, 0.33, 0.30, 0.31]
+    finals = {a: base, b: [x + 0.05 + 0.004 * (i % 2) for i, x in enumerate(base[:3])] + [0.2, 0.2, 0.2],
+              c: [x + 0.003 * (-1) ** i for i, x in enumerate(base)],
+              d: [x + dx for x, dx in zip(base, (0.03, -0.03, 0.02, -0.025))]}
+    for arm, maps in finals.items():
+        m = DetectionModel(compare.split_arm(arm)[0], nc=2)
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
+        for s, final in enumerate(maps):
+            fake_run(compare.run_dir(exp, arm, s), [0.1, final], ckpt)
+    plan = {"cfg": [a, b, c, d], "seeds": 10, "train_args": ["--epochs", "2"],
+            "recipe": compare.train_recipe(["--epochs", "2"]), "decide": {"max_seeds": 10, "margin": 0.02, "alpha": 0.05}}
+    pairs = pairs_of_interest(plan["cfg"], [(c, b)])
+    assert pairs == [(b, a), (c, a), (d, a), (c, b)]
+    decided = decide_all(exp, plan, pairs[:2])
+    assert decided[(b, a)]["verdict"] == "better" and decided[(b, a)]["seeds"] == 3
+    assert decided[(c, a)]["verdict"] == "equivalent" and decided[(c, a)]["seeds"] == 3
+    assert "look 3" in decided[(b, a)]["rule"]
+    record = json.loads((exp / DECISIONS).read_text())
+    assert [(r["arm"], r["verdict"], r["seeds"]) for r in record["pairs"]] == [(b, "better", 3), (c, "equivalent", 3)]
+    decided, n = replay(exp, plan, [(d, a)])  # D: noise around A, 4 seeds finished: open, round 5 to train
+    assert decided == {} and n == 5
+    cmp = compare.report(exp, plan, latency_runs=0, n_boot=0)
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "## Sequential decisions and seeds needed" in md and "equivalent within ±0.02" in md
+    with open(exp / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seq_verdict"] for r in rows] == ["", "better", "equivalent", ""]
+    assert [r["seq_seeds"] for r in rows] == ["", "3", "3", ""] and cmp.results["sequential"]["margin"] == 0.02

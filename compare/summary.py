@@ -41,6 +41,7 @@ class RunSummary:
     first_batch: dict[int, str]  # epoch -> digest of its first batch
     imgsz: int | None
     bn_s: float = math.nan   # median precise-BN seconds per epoch (nan: not recorded)
+    epoch_s: np.ndarray | None = None  # (E,) train + val seconds of each logged epoch (nan: not recorded)
 
     def drops(self, after: int = STABLE_AFTER, by: float = DROP) -> int:
         """Epochs after ``after`` whose val mAP50 fell by more than ``by`` from the epoch before: collapses."""
@@ -73,7 +74,13 @@ def summarise_run(run: Path) -> RunSummary:
                       val_loss=loss("val/"), final=(float(m50[-1]), float(m[-1])), best=(float(m50[b]), float(m[b])),
                       train_s=float(np.median(train_s)) if train_s else math.nan,
                       first_batch={int(k): e.get("first_batch_sha1") for k, e in record["epochs"].items()},
-                      imgsz=record.get("imgsz"), bn_s=float(np.median(bn_s)) if bn_s else math.nan)
+                      imgsz=record.get("imgsz"), bn_s=float(np.median(bn_s)) if bn_s else math.nan,
+                      epoch_s=np.array([_seconds(record["epochs"].get(str(int(e)), {})) for e in col("epoch")]))
+
+
+def _seconds(epoch: dict) -> float:
+    """An epoch's train + val seconds from compare.json (nan when not recorded)."""
+    return float(epoch["train_s"] + epoch.get("val_s", 0.0)) if "train_s" in epoch else math.nan
 
 
 @dataclass

@@ -507,7 +507,8 @@ def test_a_statistic_plugs_in_as_one_file(tmp_path):
         compare.report(exp, plan, latency_runs=0, n_boot=0, pairs=[(b, a)])
     finally:
         unregister("median_final")
-    assert [s.name for s in STATISTICS] == ["speed", "accuracy", "seeds", "sequential", "bootstrap", "tide", "stability"]
+    assert [s.name for s in STATISTICS] == ["speed", "accuracy", "seeds", "sequential", "budget", "bootstrap", "tide",
+                                            "stability"]
     with open(exp / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[-1] == "final_map_median"
@@ -560,3 +561,42 @@ def test_decide_stops_each_pair_at_its_look_and_reports_it(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["seq_verdict"] for r in rows] == ["", "better", "equivalent", ""]
     assert [r["seq_seeds"] for r in rows] == ["", "3", "3", ""] and cmp.results["sequential"]["margin"] == 0.02
+
+
+def test_verdict_per_budget_and_still_rising(tmp_path):
+    """A climbs steadily to 0.5; B starts high, ends at 0.6, but takes twice as long per epoch: B wins at 25% and
+    100% of the epochs, loses at equal wall-clock (within A's time B finishes 3 epochs: 0.45 vs 0.5); A is still
+    rising at the end, B's last quarter too; a plateaued C is not."""
+    from compare.statistics.budget import budget_differences, still_rising
+    from compare.summary import Pair
+    from models.yolo import DetectionModel
+
+    a, b, c = "yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5n.yaml --precise-bn 0"
+    exp = tmp_path / "exp"
+    curves = {a: [0.1, 0.2, 0.3, 0.4, 0.5], b: [0.3, 0.35, 0.45, 0.5, 0.6], c: [0.3, 0.5, 0.5, 0.5, 0.5]}
+    for arm, maps in curves.items():
+        m = DetectionModel(compare.split_arm(arm)[0], nc=2)
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
+        for s in range(3):
+            run = compare.run_dir(exp, arm, s)
+            fake_run(run, [x + 0.01 * s for x in maps], ckpt)
+            if arm == b:  # twice as slow per epoch
+                record = json.loads((run / "compare.json").read_text())
+                for e in record["epochs"].values():
+                    e["train_s"] *= 2
+                (run / "compare.json").write_text(json.dumps(record))
+    arms = {cfg: compare.summarise_arm(exp, cfg, 3) for cfg in curves}
+    d = budget_differences(Pair(arms[b], arms[a]))
+    assert list(d) == ["25% (epoch 2)", "50% (epoch 3)", "75% (epoch 4)", "100% (epoch 5)", "equal wall-clock"]
+    assert d["25% (epoch 2)"] == pytest.approx({0: 0.15, 1: 0.15, 2: 0.15})
+    assert d["100% (epoch 5)"] == pytest.approx({0: 0.1, 1: 0.1, 2: 0.1})
+    assert d["equal wall-clock"] == pytest.approx({0: -0.05, 1: -0.05, 2: -0.05})
+    assert still_rising(arms[a]) and still_rising(arms[b]) and still_rising(arms[c]) is False
+    plan = {"cfg": [a, b, c], "seeds": 3, "train_args": ["--epochs", "5"], "recipe": compare.train_recipe(["--epochs", "5"])}
+    compare.report(exp, plan, latency_runs=0, n_boot=0)
+    with open(exp / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["still_rising"] for r in rows] == ["yes", "yes", "no"]
+    assert float(rows[1]["d_map_equal_time"]) == pytest.approx(-0.05) and float(rows[1]["d_map_half_epochs"]) > 0
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "## The verdict per budget" in md and (exp / "difference_vs_epoch.png").stat().st_size > 1000

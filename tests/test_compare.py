@@ -507,8 +507,8 @@ def test_a_statistic_plugs_in_as_one_file(tmp_path):
         compare.report(exp, plan, latency_runs=0, n_boot=0, pairs=[(b, a)])
     finally:
         unregister("median_final")
-    assert [s.name for s in STATISTICS] == ["speed", "accuracy", "seeds", "sequential", "budget", "bootstrap", "tide",
-                                            "stability"]
+    assert [s.name for s in STATISTICS] == ["speed", "accuracy", "seeds", "sequential", "budget", "estimators",
+                                            "bootstrap", "tide", "stability"]
     with open(exp / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[-1] == "final_map_median"
@@ -598,5 +598,26 @@ def test_verdict_per_budget_and_still_rising(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["still_rising"] for r in rows] == ["yes", "yes", "no"]
     assert float(rows[1]["d_map_equal_time"]) == pytest.approx(-0.05) and float(rows[1]["d_map_half_epochs"]) > 0
+    assert float(rows[2]["sd_final"]) == pytest.approx(0.0, abs=1e-12)  # C - A: the seeds' offsets cancel
     md = (exp / "report.md").read_text(encoding="utf-8")
-    assert "## The verdict per budget" in md and (exp / "difference_vs_epoch.png").stat().st_size > 1000
+    assert "## Estimators" in md and "## The verdict per budget" in md and (exp / "difference_vs_epoch.png").stat().st_size > 1000
+
+
+def test_last_k_estimator_averages_out_epoch_noise():
+    """Arm B = A + 0.02 plus validation noise that flips sign every epoch: the final epoch's paired sd carries the
+    noise, the mean of the last 3 / 5 epochs much less of it."""
+    from compare.statistics.estimators import paired_sd
+    from compare.summary import ArmSummary, Pair, RunSummary
+
+    def run(curve):
+        m = np.asarray(curve)
+        return RunSummary(epochs=np.arange(len(m)), map50=2 * m, map=m, train_loss=m, val_loss=m, final=(0, m[-1]),
+                          best=(0, m.max()), train_s=1.0, first_batch={}, imgsz=64)
+
+    rng = np.random.default_rng(0)
+    base = np.linspace(0.1, 0.4, 10)
+    a = {s: run(base) for s in range(6)}
+    b = {s: run(base + 0.02 + rng.choice([-1, 1]) * 0.03 * (-1) ** np.arange(10)) for s in range(6)}
+    pair = Pair(ArmSummary("b", "B", b, 64, 1, 1.0), ArmSummary("a", "A", a, 64, 1, 1.0))
+    (_, sd1), (_, sd3), (m5, sd5) = (paired_sd(pair, k) for k in (1, 3, 5))
+    assert sd3 < 0.5 * sd1 and sd5 < 0.5 * sd1 and m5 == pytest.approx(0.02, abs=0.01)

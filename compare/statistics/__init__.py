@@ -9,14 +9,15 @@ from compare.statistics.accuracy import Accuracy
 from compare.statistics.base import Statistic
 from compare.statistics.bootstrap import Bootstrap
 from compare.statistics.budget import Budget
+from compare.statistics.estimators import Estimators
 from compare.statistics.seeds import SeedInterval
 from compare.statistics.sequential import Sequential
 from compare.statistics.speed import Speed
 from compare.statistics.stability import Stability
 from compare.statistics.tide import Tide
 
-STATISTICS: list[Statistic] = [Speed(), Accuracy(), SeedInterval(), Sequential(), Budget(), Bootstrap(), Tide(),
-                               Stability()]
+STATISTICS: list[Statistic] = [Speed(), Accuracy(), SeedInterval(), Sequential(), Budget(), Estimators(), Bootstrap(),
+                               Tide(), Stability()]
 
 
 def register(stat: Statistic) -> Statistic:

@@ -81,6 +81,9 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
     p.add_argument("--dry-run", action="store_true",
                    help="train nothing: per pair, the seeds a decision is expected to need, from the finished "
                         "seeds (a pilot of 2)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="train the runs as Ray tasks (pip install ray): on a local Ray instance, or the cluster at "
+                        "ADDRESS (ray://host:10001, auto); one CPU (or GPU) per run")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process (usable cores // jobs torch threads, output in "
                         "<run>/train.log)")
@@ -119,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         if "decide" in plan:
             LOGGER.info(f"compare --decide: {len(plan['cfg'])} cfgs, up to {plan['decide']['max_seeds']} seeds -> {exp}")
-            decide_all(exp, plan, pairs_of_interest(plan["cfg"], pairs), opt.jobs)
+            decide_all(exp, plan, pairs_of_interest(plan["cfg"], pairs), opt.jobs, opt.ray)
         else:
             LOGGER.info(f"compare: {len(plan['cfg'])} cfgs x {plan['seeds']} seeds -> {exp}")
-            train_all(exp, plan, opt.jobs)
+            train_all(exp, plan, opt.jobs, ray=opt.ray)
         LOGGER.info(f"training done in {(time.time() - t0) / 3600:.3f} hours")
         report(exp, plan, opt.latency_runs, opt.bootstrap, pairs)
     except (FileNotFoundError, ValueError) as e:

@@ -106,7 +106,7 @@ def read_decisions(exp: Path) -> dict[tuple[str, str], dict]:
     return {(r["arm"], r["base"]): r for r in json.loads(path.read_text())["pairs"]}
 
 
-def decide_all(exp: Path, plan: dict, pairs: list[tuple[str, str]], jobs: int = 1) -> dict:
+def decide_all(exp: Path, plan: dict, pairs: list[tuple[str, str]], jobs: int = 1, ray: str | None = None) -> dict:
     """Seed rounds until every pair is decided or --max-seeds is reached; decide.json after every round."""
     max_seeds = plan["decide"]["max_seeds"]
     while True:
@@ -118,7 +118,7 @@ def decide_all(exp: Path, plan: dict, pairs: list[tuple[str, str]], jobs: int = 
         cfgs = [c for c in plan["cfg"] if any(c in p for p in open_)]
         LOGGER.info(f"--decide: {len(open_)} pair(s) open ({', '.join(f'{arm_name(a)} vs {arm_name(b)}' for a, b in open_)})"
                     f"; round {n}: seeds 0..{n - 1} of {', '.join(arm_name(c) for c in cfgs)}")
-        train_all(exp, plan, jobs, cfgs=cfgs, seeds=n)
+        train_all(exp, plan, jobs, cfgs=cfgs, seeds=n, ray=ray)
     for (a, b), r in decided.items():
         LOGGER.info(f"--decide: {arm_name(a)} vs {arm_name(b)}: {r['describe']} ({r['rule']})")
     return decided

@@ -139,10 +139,12 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str,
     gc.collect()
 
 
-def train_all(exp: Path, plan: dict, jobs: int = 1, cfgs: list[str] | None = None, seeds: int | None = None) -> None:
+def train_all(exp: Path, plan: dict, jobs: int = 1, cfgs: list[str] | None = None, seeds: int | None = None,
+              ray: str | None = None) -> None:
     """Every cfg x seed (or ``cfgs`` x seeds 0 .. ``seeds`` - 1), seed-major (all arms of seed 0 first, so an early
     stop leaves complete pairs); with ``jobs`` > 1, that many at once in worker processes; with a --device listing
-    several GPUs, at least one run per GPU at once, each on one."""
+    several GPUs, at least one run per GPU at once, each on one; with ``ray`` (an address, or 'local'), as Ray
+    tasks (compare/on_ray.py)."""
     epochs = int(plan["recipe"]["epochs"])
     order = [(seed, cfg) for seed in range(int(plan["seeds"] if seeds is None else seeds))
              for cfg in (plan["cfg"] if cfgs is None else cfgs)]
@@ -155,6 +157,12 @@ def train_all(exp: Path, plan: dict, jobs: int = 1, cfgs: list[str] | None = Non
             LOGGER.info(f"{tag}: skipping finished run {run}")
         else:
             todo.append((tag, cfg, seed, state))
+    if ray is not None:
+        from compare.on_ray import train_on_ray
+
+        if todo:
+            train_on_ray(exp, plan, todo, ray)
+        return
     gpus = gpu_list(plan["recipe"].get("device", ""))
     jobs = max(jobs, len(gpus))
     if jobs > 1 and len(todo) > 1:
@@ -189,6 +197,13 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def done_line(tag: str, run: Path) -> str:
+    """'<tag>: done, mAP50 .., mAP50-95 ..' from the run's last results.csv row."""
+    rows = read_results(run / "results.csv")
+    last = rows[-1] if rows else {}
+    return f"{tag}: done" + (f", mAP50 {last[MAP50]:.3f}, mAP50-95 {last[MAP]:.3f}" if MAP50 in last else "")
+
+
 def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: int, gpus: list[str] = (),
                      budget_min: float | None = None) -> None:
     """Train ``todo`` in order, ``jobs`` at a time, one spawned process per run (no CUDA or thread state is
@@ -218,9 +233,7 @@ def train_in_workers(exp: Path, train_args: list[str], todo: list[tuple], jobs: 
                                   f"(see {run / 'train.log'})")
                     LOGGER.error(f"failed: {failed[-1]}")
                     continue
-                rows = read_results(run / "results.csv")
-                last = rows[-1] if rows else {}
-                LOGGER.info(f"{tag}: done" + (f", mAP50 {last[MAP50]:.3f}, mAP50-95 {last[MAP]:.3f}" if MAP50 in last else ""))
+                LOGGER.info(done_line(tag, run))
     except KeyboardInterrupt:
         for proc in running:  # a terminal's Ctrl-C reached them too; a signal to this process alone did not
             proc.terminate()

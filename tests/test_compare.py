@@ -621,3 +621,24 @@ def test_last_k_estimator_averages_out_epoch_noise():
     pair = Pair(ArmSummary("b", "B", b, 64, 1, 1.0), ArmSummary("a", "A", a, 64, 1, 1.0))
     (_, sd1), (_, sd3), (m5, sd5) = (paired_sd(pair, k) for k in (1, 3, 5))
     assert sd3 < 0.5 * sd1 and sd5 < 0.5 * sd1 and m5 == pytest.approx(0.02, abs=0.01)
+
+
+def test_ray_gives_the_same_report_as_the_local_pool(compared, tiny_data, tmp_path):
+    """The fixture's comparison (2 cfgs x 2 seeds, --jobs 2) again through a local Ray instance: the same run
+    folders and the same report figures (timings aside)."""
+    pytest.importorskip("ray")
+    exp_jobs = compared[0]
+    out = run_compare(*compare_args(tiny_data, tmp_path, "--ray"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Ray task" in out.stderr and "--ray: 4 runs as Ray tasks on local" in out.stderr
+    exp = tmp_path / "exp"
+    for cfg in CFGS:
+        for s in (0, 1):
+            assert (exp / Path(cfg).stem / f"seed{s}" / "train.log").is_file()
+            assert read_results(compare.run_dir(exp, cfg, s) / "results.csv") == \
+                read_results(compare.run_dir(exp_jobs, cfg, s) / "results.csv")
+    timing = {"train_s_per_epoch", "cpu_ms", "onnx_ms", "gpu_ms", "d_map_equal_time"}
+    with open(exp / "report.csv") as f, open(exp_jobs / "report.csv") as g:
+        ray_rows, job_rows = list(csv.DictReader(f)), list(csv.DictReader(g))
+    assert [{k: v for k, v in r.items() if k not in timing} for r in ray_rows] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in job_rows]

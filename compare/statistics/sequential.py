@@ -50,8 +50,8 @@ class Sequential(Statistic):
         lines = ["## Sequential decisions and seeds needed", ""]
         if r["decisions"]:
             s = cmp.plan["decide"]
-            lines += [f"`--decide`: looks at 3 .. {s['max_seeds']} seeds, alpha {s.get('alpha', ALPHA)}, margin "
-                      f"{s.get('margin') or 'off'}.", ""]
+            lines += [(f"`--decide`: looks at 3 .. {s['max_seeds']} seeds, alpha {s.get('alpha', ALPHA)}, margin "
+                       f"{s.get('margin') or 'off'}."), ""]
         for p in cmp.pairs:
             dec, n = r["decisions"].get(p.key), r["needed"][p.key]
             head = f"- **{p.arm.name}** vs {p.base.name}: "

@@ -642,3 +642,25 @@ def test_ray_gives_the_same_report_as_the_local_pool(compared, tiny_data, tmp_pa
         ray_rows, job_rows = list(csv.DictReader(f)), list(csv.DictReader(g))
     assert [{k: v for k, v in r.items() if k not in timing} for r in ray_rows] == \
         [{k: v for k, v in r.items() if k not in timing} for r in job_rows]
+
+
+def test_dry_run_plans_seeds_from_a_pilot(tmp_path):
+    """--dry-run's lines: from a 2-seed pilot the seeds a decision is expected to need (the same figure as
+    seeds_needed on the pilot's mean and sd); with 1 seed, the advice to train the pilot first."""
+    from compare.decide import planned_seeds
+    from models.yolo import DetectionModel
+    from utils.evaluation.sequential import seeds_needed
+
+    a, b, c = "yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5n.yaml --precise-bn 0"
+    exp = tmp_path / "exp"
+    for arm, maps in {a: [0.30, 0.34], b: [0.35, 0.41], c: [0.31]}.items():
+        m = DetectionModel(compare.split_arm(arm)[0], nc=2)
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": {0: "a", 1: "b"}, "epoch": -1}
+        for s, final in enumerate(maps):
+            fake_run(compare.run_dir(exp, arm, s), [0.1, final], ckpt)
+    plan = {"cfg": [a, b, c], "seeds": 2, "recipe": compare.train_recipe(["--epochs", "2"]),
+            "decide": {"max_seeds": 10, "margin": 0.01, "alpha": 0.05}}
+    lines = planned_seeds(exp, plan, [(b, a), (c, a)])
+    n = seeds_needed(0.06, float(np.std([0.05, 0.07], ddof=1)), 10, 0.01)
+    assert lines[0].startswith("yolov5n-decoupled vs yolov5n: from 2 seeds, mean difference +0.0600") and f"~{n} seeds" in lines[0]
+    assert "1 finished seed(s); train a pilot of 2 first" in lines[1]

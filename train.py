@@ -45,6 +45,7 @@ from utils.evaluation.plots import plot_images, plot_labels
 from utils.io.checkpoint import load_checkpoint, transfer_weights
 from utils.io.files import find_in_dir, increment_path, latest_run, yaml_load, yaml_save
 from utils.io.hyp import check_hyp, evolve_meta
+from utils.io.lock import FolderLock
 from utils.io.results import METRICS, truncate_results
 from utils.torch_utils import (
     LOGGER,
@@ -64,9 +65,11 @@ from utils.torch_utils import (
     time_sync,
     usable_cpus,
 )
+from utils.training import signals
 from utils.training.evolve import evolve
 from utils.training.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
 from utils.training.schedules import multi_scale_size, one_cycle
+from utils.training.signals import Interrupted
 
 ROOT = Path(__file__).resolve().parent
 NBS = 64  # nominal batch size: gradients are accumulated to it
@@ -564,17 +567,32 @@ def train_generation(opt: argparse.Namespace, hyp: dict, save_dir: Path) -> dict
 def run(opt: argparse.Namespace, hooks: list[Hook] | tuple = ()) -> validate.ValResult | None:
     """Train one run of resolved options (``resolve_opt``) with ``hooks`` added to the built-in ones; a new run
     (not --resume) first writes its hyp.yaml and opt.yaml. The final validation's results (None off rank 0)."""
-    trainer = Trainer(opt, hooks)
-    if trainer.main and not opt.resume:
-        yaml_save(Path(opt.save_dir) / "hyp.yaml", yaml_load(opt.hyp) if isinstance(opt.hyp, (str, Path)) else opt.hyp)
-        yaml_save(Path(opt.save_dir) / "opt.yaml", vars(opt))
-    return trainer.fit()
+    with FolderLock(opt.save_dir) if DistContext.current().main else nullcontext():  # one process per run folder
+        trainer = Trainer(opt, hooks)
+        if trainer.main and not opt.resume:
+            yaml_save(Path(opt.save_dir) / "hyp.yaml",
+                      yaml_load(opt.hyp) if isinstance(opt.hyp, (str, Path)) else opt.hyp)
+            yaml_save(Path(opt.save_dir) / "opt.yaml", vars(opt))
+        return trainer.fit()
+
+
+def stopped_message(save_dir: Path, e: Interrupted) -> str:
+    """What a signal left: the epoch last.pt holds and the resume command, or that no epoch finished."""
+    last = save_dir / "weights" / "last.pt"
+    epoch = int(load_checkpoint(last).get("epoch", -1)) if last.is_file() else None
+    if epoch is None:
+        return f"stopped by {e}: no epoch finished, nothing to resume in {save_dir}; start the run again"
+    if epoch < 0:
+        return f"stopped by {e} after training finished: {last} is the final checkpoint"
+    return (f"stopped by {e}: the epoch in flight is abandoned; {last} holds epoch {epoch} (atomically written); "
+            f"resume with: python train.py --resume {last}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ctx = DistContext.from_env()  # torchrun's environment; rank 0 of 1 for python train.py
     logging.basicConfig(level=logging.INFO if ctx.main else logging.WARNING, format="%(message)s")
     opt = parse_opt(argv)
+    signals.install()  # SIGTERM / SIGINT -> Interrupted: last.pt kept, the resume command printed
     try:
         if ctx.ddp:
             start_distributed(opt, ctx)
@@ -583,13 +601,19 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.main:
             save_dir.mkdir(parents=True, exist_ok=True)
         if opt.evolve:
-            yaml_save(save_dir / "opt.yaml", vars(opt))
-            evolve(opt, train_generation, evolve_table(opt))
+            with FolderLock(save_dir, "evolve folder"):
+                yaml_save(save_dir / "opt.yaml", vars(opt))
+                evolve(opt, train_generation, evolve_table(opt))
             return 0
         run(opt)
     except (FileNotFoundError, ValueError) as e:
         LOGGER.error(f"{'' if ctx.main else f'rank {ctx.rank}: '}error: {e}")
         return 2
+    except Interrupted as e:
+        if ctx.main and getattr(opt, "save_dir", None):
+            LOGGER.error(stopped_message(Path(opt.save_dir), e) if not opt.evolve else
+                         f"stopped by {e}: finished generations are in evolve.csv; re-run the command to continue")
+        return e.exit_code
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -11,6 +11,9 @@ from compare.report import report
 from compare.runner import RunsFailed, train_all
 from utils import LOGGER
 from utils.evaluation.sequential import ALPHA, MIN_SEEDS
+from utils.io.lock import FolderLock
+from utils.training import signals
+from utils.training.signals import Interrupted
 
 USAGE = """A/B-compare model configs on one training pipeline, with the run-to-run noise measured.
 
@@ -111,6 +114,8 @@ def parse_opt(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[s
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     opt, train_args = parse_opt(argv)
+    signals.install()  # SIGTERM like Ctrl-C: running runs stop with their last.pt, --resume continues
+    lock = None
     try:
         exp, plan = setup_experiment(opt, train_args)
         pairs = resolve_pairs(opt.pairs or plan.get("pairs", []), plan["cfg"])  # a typo fails now, not later
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in planned_seeds(exp, plan, pairs_of_interest(plan["cfg"], pairs)):
                 LOGGER.info(line)
             return 0
+        lock = FolderLock(exp, "compare folder")
+        lock.acquire()
         t0 = time.time()
         if "decide" in plan:
             LOGGER.info(f"compare --decide: {len(plan['cfg'])} cfgs, up to {plan['decide']['max_seeds']} seeds -> {exp}")
@@ -134,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     except RunsFailed as e:
         LOGGER.error(f"error: {e}")
         return 1
-    except KeyboardInterrupt:
-        LOGGER.error("interrupted: finished runs are kept, the others resume from their last.pt with "
-                     "python compare.py --resume")
-        return 130
+    except KeyboardInterrupt as e:
+        LOGGER.error(f"interrupted{f' by {e}' if isinstance(e, Interrupted) else ''}: finished runs are kept, the "
+                     f"others resume from their last.pt with python compare.py --resume")
+        return e.exit_code if isinstance(e, Interrupted) else 130
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
 

@@ -21,6 +21,7 @@ from utils import LOGGER
 from utils.io.checkpoint import load_checkpoint
 from utils.io.results import MAP, MAP50, read_results
 from utils.torch_utils import CPUS_ENV, usable_cpus
+from utils.training import signals
 from utils.training.hooks import EpochEnd, Hook
 
 RECORD = "compare.json"  # per run: imgsz, and per epoch train/val seconds and the first batch's hash
@@ -187,6 +188,7 @@ def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: 
     os.dup2(f.fileno(), 1)
     os.dup2(f.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    signals.install()  # the parent's terminate() on Ctrl-C: this run stops with its last.pt
     torch.set_num_threads(threads)
     os.environ.update({"OMP_NUM_THREADS": str(threads), CPUS_ENV: str(threads)})  # the run's share of the cores
     train_run(exp, cfg, seed, train_args, state, device, budget_min)

@@ -45,6 +45,7 @@ from utils.io.checkpoint import load_checkpoint, save_checkpoint
 from utils.io.results import results_header
 from utils.io.tensorboard import TensorBoardLogger
 from utils.torch_utils import has_batchnorm, precise_bn, time_sync
+from utils.training.signals import deferred
 
 Trainer = Any  # train.Trainer: its attributes are the run's state (utils never imports an entry point)
 
@@ -259,18 +260,20 @@ class Checkpointer(Hook):
         if opt.nosave and not (end.final or end.stop):
             return
         ckpt = trainer.checkpoint(end.epoch)
-        save_checkpoint(ckpt, trainer.wdir / "last.pt")
-        if trainer.best_fitness == end.fitness:
-            save_checkpoint(ckpt, trainer.wdir / "best.pt")
-        if opt.save_period > 0 and end.epoch % opt.save_period == 0:
-            save_checkpoint(ckpt, trainer.wdir / f"epoch{end.epoch}.pt")
+        with deferred():  # a SIGTERM / Ctrl-C waits for the epoch's checkpoints (utils/training/signals.py)
+            save_checkpoint(ckpt, trainer.wdir / "last.pt")
+            if trainer.best_fitness == end.fitness:
+                save_checkpoint(ckpt, trainer.wdir / "best.pt")
+            if opt.save_period > 0 and end.epoch % opt.save_period == 0:
+                save_checkpoint(ckpt, trainer.wdir / f"epoch{end.epoch}.pt")
 
     def after_train(self, trainer: Trainer) -> None:
-        for f in (trainer.wdir / "last.pt", trainer.wdir / "best.pt"):
-            if f.exists():
-                ckpt = load_checkpoint(f)
-                ckpt.update(model=ckpt["ema"], ema=None, optimizer=None, updates=0, epoch=-1)
-                save_checkpoint(ckpt, f)
+        with deferred():
+            for f in (trainer.wdir / "last.pt", trainer.wdir / "best.pt"):
+                if f.exists():
+                    ckpt = load_checkpoint(f)
+                    ckpt.update(model=ckpt["ema"], ema=None, optimizer=None, updates=0, epoch=-1)
+                    save_checkpoint(ckpt, f)
 
 
 class CompileReport(Hook):

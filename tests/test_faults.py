@@ -107,3 +107,55 @@ def test_sigterm_stops_a_comparison_and_resume_continues(tiny_data, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     for cfg in ("yolov5n", "yolov5n-decoupled"):
         assert len(read_results(tmp_path / "exp" / cfg / "seed0" / "results.csv")) == 3
+
+
+# ---------------------------------------------------------------------------------------------- disk full
+def test_disk_full_while_saving_names_the_file_keeps_last_pt_and_resumes(tiny_data, tmp_path, caplog, monkeypatch):
+    """A fault-injecting writer: the third checkpoint write (epoch 1's last.pt) runs out of space half-way, as
+    torch.save reports it (RuntimeError over OSError 28). One line names the file, the space, what is kept and
+    the resume command; no partial file is left; the resume command then finishes the run."""
+    import errno
+
+    import torch
+
+    import utils.io.checkpoint as ck
+
+    real_save, calls = torch.save, []
+
+    def failing_save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            f.write(b"\0" * 100_000)
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0") from None
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ck.torch, "save", failing_save)
+    assert train.main(argv(tiny_data, tmp_path, "run", 3)) == 2
+    line = next(r.getMessage() for r in caplog.records if "no space left" in r.getMessage())
+    last = tmp_path / "run" / "weights" / "last.pt"
+    assert "to write last.pt: it needs about" in line and "MB are free" in line and "\n" not in line
+    assert f"{last} (epoch 0) is intact" in line and f"python train.py --resume {last}" in line
+    assert int(load_checkpoint(last)["epoch"]) == 0 and not list(last.parent.glob(".*.tmp"))
+    assert not (tmp_path / "run" / LOCK).exists()
+    monkeypatch.setattr(ck.torch, "save", real_save)
+    assert train.main(["--resume", str(last)]) == 0
+    assert len(read_results(tmp_path / "run" / "results.csv")) == 3
+
+
+def test_disk_full_on_a_real_small_filesystem(tiny_data, tmp_path, caplog):
+    """A 3 MB tmpfs as the project folder (needs root to mount; skipped, visibly, where mounting is refused):
+    the first checkpoint does not fit; one line, exit 2, nothing partial left."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root): the fault-injecting test above covers the path")
+    try:
+        assert train.main(argv(tiny_data, mnt, "run", 2)) == 2
+        line = next(r.getMessage() for r in caplog.records if "no space left" in r.getMessage())
+        assert "no checkpoint was written yet; free space and start the run again" in line
+        assert not list((mnt / "run" / "weights").glob("*")) and not (mnt / "run" / LOCK).exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import pickle
@@ -71,6 +72,34 @@ def to_plain(value: Any, where: str = "ckpt") -> Any:
                     f"which torch.load(weights_only=True) cannot read{hint}")
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_cause(e: BaseException) -> OSError | None:
+    """The 'no space left' / 'quota exceeded' OSError in ``e``'s chain (torch.save wraps it in a RuntimeError)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in FULL:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+class DiskFull(OSError):
+    """A checkpoint that did not fit: the file, the space it needs (at least) and the space left."""
+
+    def __init__(self, path: Path, needed: int):
+        import shutil
+
+        free = shutil.disk_usage(path.parent).free
+        super().__init__(errno.ENOSPC, f"no space left on the device of {path.parent} to write {path.name}: it needs "
+                                       f"about {needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free", str(path))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     """Write ``ckpt`` (converted by ``to_plain``) atomically: a kill at any moment leaves either the old
     file or the new one at ``path``, never a partial one. Returns the path."""
@@ -85,9 +114,13 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = disk_full_cause(e)
+        if full is not None:  # torch.save reports it as "unexpected pos" over the OSError: say it in words
+            raise DiskFull(path, max(written, path.stat().st_size if path.is_file() else 0)) from full
         raise
     _fsync_dir(path.parent)
     return path

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import train
 from utils.io.checkpoint import load_checkpoint
 from utils.io.lock import LOCK, FolderLock

@@ -254,8 +254,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 
 
 # what torch.load raises on a file that is not a torch.save file (empty, truncated, text, another pickle protocol)
+# and, on damaged bytes, what the unpicklers let through (found by tests/test_fuzz.py): torch's AssertionError
+# "saved_id must be a tuple", a MemoryError for an opcode declaring a huge length, SystemError on a broken buffer
 _UNREADABLE = (EOFError, pickle.UnpicklingError, RuntimeError, KeyError, IndexError, ValueError, UnicodeDecodeError,
-               struct.error)
+               struct.error, AssertionError, TypeError, AttributeError, OverflowError, NotImplementedError,
+               MemoryError, SystemError)
 
 
 def _not_a_checkpoint(path: Path, why: str | BaseException) -> str:

@@ -26,7 +26,7 @@ def check_hyp(hyp: dict, head_keys: tuple[str, ...] = (), source: str = "hyp") -
     problems = []
     for k in sorted(set(hyp) - known, key=str):
         near = difflib.get_close_matches(str(k), sorted(known), n=1)
-        problems.append(f"unknown key '{k}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+        problems.append(f"unknown key {str(k)!r}" + (f" (did you mean '{near[0]}'?)" if near else ""))
     problems += [f"missing key '{k}'" for k in PIPELINE_KEYS if k not in hyp and k not in OPTIONAL]
     if problems:
         raise ValueError(f"{source}: " + "; ".join(problems))

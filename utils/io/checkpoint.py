@@ -89,12 +89,15 @@ def disk_full_cause(e: BaseException) -> OSError | None:
 class DiskFull(OSError):
     """A checkpoint that did not fit: the file, the space it needs (at least) and the space left."""
 
-    def __init__(self, path: Path, needed: int):
+    def __init__(self, path: Path, written: int, previous: int = 0):
+        """``written``: bytes written when the space ran out; ``previous``: the size of the file it replaces."""
         import shutil
 
         free = shutil.disk_usage(path.parent).free
+        need = (f"about {previous / 1e6:.1f} MB (the size of the one it replaces)" if previous > written else
+                f"more than the {written / 1e6:.1f} MB written when the space ran out")
         super().__init__(errno.ENOSPC, f"no space left on the device of {path.parent} to write {path.name}: it needs "
-                                       f"about {needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free", str(path))
+                                       f"{need}, {free / 1e6:.1f} MB are free", str(path))
 
     def __str__(self) -> str:
         return self.strerror
@@ -120,7 +123,7 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
             os.unlink(tmp)
         full = disk_full_cause(e)
         if full is not None:  # torch.save reports it as "unexpected pos" over the OSError: say it in words
-            raise DiskFull(path, max(written, path.stat().st_size if path.is_file() else 0)) from full
+            raise DiskFull(path, written, path.stat().st_size if path.is_file() else 0) from full
         raise
     _fsync_dir(path.parent)
     return path

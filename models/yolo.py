@@ -45,10 +45,11 @@ from models.common import (
 from models.fusion import fuse_conv_bn
 from models.heads import HEADS
 from models.heads.base import Head
+from models.profiling import profile_layers
 from models.tv import TVFPN, TVTrunk
 from utils import LOGGER
 from utils.io.files import find_in_dir, yaml_read
-from utils.torch_utils import count_params, model_info, profile_module
+from utils.torch_utils import count_params, model_info
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -150,13 +151,16 @@ class _Ctx:
         return out
 
     def error(self, i: int, module: object, msg: str) -> ValueError:
-        return ValueError(f"{self.source}: row {i} ({module}): {msg}")
+        """One line: a name or value from the YAML is shown as repr when it holds a line break."""
+        module = repr(module) if "\n" in str(module) or "\r" in str(module) else module
+        return ValueError(f"{self.source}: row {i} ({module}): {' '.join(str(msg).split())}")
 
 
 def _head_name(cfg: dict):
     """The module name of the model dict's last row, or None when that row is malformed (reported later)."""
     rows = cfg.get("head")
-    return rows[-1][2] if isinstance(rows, list) and rows and isinstance(rows[-1], list) and len(rows[-1]) == 4 else None
+    ok = isinstance(rows, list) and rows and isinstance(rows[-1], list) and len(rows[-1]) == 4
+    return rows[-1][2] if ok and isinstance(rows[-1][2], str) else None
 
 
 def _check_top_level(cfg: dict, source: str) -> None:
@@ -180,6 +184,9 @@ def _check_top_level(cfg: dict, source: str) -> None:
     for key in ("backbone", "head"):
         if not isinstance(cfg[key], list):
             raise ValueError(f"{source}: '{key}' must be a list of [from, number, module, args] rows")
+    ch = cfg.get("ch", 3)
+    if isinstance(ch, bool) or not isinstance(ch, int) or ch < 1:
+        raise ValueError(f"{source}: 'ch' (input channels) must be a positive integer, got {ch!r}")
     for key in ("depth_multiple", "width_multiple"):
         v = cfg.get(key, 1.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
@@ -233,7 +240,7 @@ def _lookup(ctx: _Ctx, i: int, name) -> tuple[type[nn.Module], str]:
         return HEADS[name], "head"
     near = difflib.get_close_matches(str(name), [*MODULES, *HEADS], n=3)
     hint = f"; did you mean {', '.join(near)}?" if near else f"; known modules: {', '.join([*MODULES, *HEADS])}"
-    raise ctx.error(i, name, f"unknown module '{name}'{hint}")
+    raise ctx.error(i, name, f"unknown module {str(name)!r}{hint}")
 
 
 def _row_args(ctx: _Ctx, i: int, name: str, rule: str, cls, fs: list[int], n: int, args: list) -> tuple[list, int, int]:
@@ -490,7 +497,7 @@ class DetectionModel(nn.Module):
     def _run_checked(self, m: nn.Module, x):
         try:
             return m(x)
-        except RuntimeError as e:
+        except (RuntimeError, IndexError, TypeError, ValueError) as e:  # e.g. Concat over a dimension x lacks
             shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
             reason = str(e).strip().splitlines()[0]
             raise ValueError(f"{self.yaml_file}: row {m.i} ({m.type}): forward fails on input shape(s) {shapes}: "
@@ -555,22 +562,6 @@ class DetectionModel(nn.Module):
 
 
 Model = DetectionModel  # YOLOv5's name
-
-
-def profile_layers(model: DetectionModel, x: torch.Tensor, n: int = 10) -> None:
-    """Log forward time, GFLOPs and parameters of every row."""
-    LOGGER.info(f"{'time (ms)':>10s} {'GFLOPs':>10s} {'params':>10s}  module")
-    y, total = [], 0.0
-    for m in model.model:
-        if m.f != -1:
-            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-        dt, flops = profile_module(m, x, n)
-        total += dt
-        fs = f"{flops:10.2f}" if flops is not None else f"{'-':>10s}"
-        LOGGER.info(f"{dt:10.2f} {fs} {m.np:10.0f}  {m.type}")
-        x = m(x)
-        y.append(x if m.i in model.save else None)
-    LOGGER.info(f"{total:10.2f} {'-':>10s} {count_params(model)[0]:10.0f}  Total")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,6 +156,10 @@ top_edits = st.tuples(st.sampled_from(["nc", "depth_multiple", "width_multiple",
 
 @settings(max_examples=max(EXAMPLES // 3, 20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(row_edits, max_size=3), tops=st.lists(top_edits, max_size=2))
+@example(rows=[("head", 17, 3, [16]), ("head", 17, 3, [16])], tops=[])  # found: Concat over dim 16, an IndexError
+@example(rows=[("head", 2, 2, "')y\n")], tops=[])  # found: a module name with a line break, printed raw
+@example(rows=[], tops=[("ch", [5])])  # found: ch not an int, a TypeError in the stride probe
+@example(rows=[("head", 14, 2, [])], tops=[])  # found: a list as the last row's module, TypeError (unhashable)
 def test_model_yaml_builds_or_one_line_error(rows, tops):
     cfg = copy.deepcopy(BASE)
     for part, i, j, value in rows:
@@ -167,3 +171,31 @@ def test_model_yaml_builds_or_one_line_error(rows, tops):
         DetectionModel(cfg, verbose=False)
     except Exception as e:  # noqa: BLE001
         one_line(e)
+
+
+# ---------------------------------------------------------------------------------------------- data YAML
+data_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 10), st.floats(), st.text(max_size=12),
+                        st.lists(st.one_of(st.text(max_size=6), st.integers(-2, 5), st.none()), max_size=4),
+                        st.dictionaries(st.one_of(st.integers(-2, 5), st.text(max_size=4)),
+                                        st.one_of(st.text(max_size=6), st.integers(), st.none()), max_size=4))
+
+
+@FAST
+@given(spec=st.dictionaries(st.sampled_from(["path", "train", "val", "test", "names", "nc", "imgsz", "other"]),
+                            data_values, max_size=7))
+@example(spec={"train": "images/train", "val": "images/val", "names": {0: "a", "x": "b"}})
+@example(spec={"names": [], "path": None, "train": None, "val": None, "nc": "\n"})  # found: nc printed raw
+@example(spec={"names": ["a"], "path": True, "train": "a", "val": "b"})  # found: TypeError from Path(True)
+@example(spec={"names": ["a"], "path": None, "train": None, "val": None})  # found: TypeError on val None
+def test_data_yaml_checks_or_one_line_error(spec):
+    """check_dataset on any data YAML (without a generate: section: that one writes a dataset): a dataset dict or
+    one of our one-line errors."""
+    from utils.data.config import check_dataset
+
+    path = write(yaml.safe_dump(spec).encode(), ".yaml")
+    try:
+        check_dataset(str(path))
+    except Exception as e:  # noqa: BLE001
+        one_line(e)
+    finally:
+        path.unlink()

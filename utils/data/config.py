@@ -47,8 +47,16 @@ def check_dataset(data: str | Path) -> dict:
     if missing_keys:
         raise ValueError(f"{yaml_file}: missing key(s) {missing_keys} (need train, val, names)")
     names = _names_dict(d["names"], yaml_file)
+    if not names:
+        raise ValueError(f"{yaml_file}: 'names' lists no class")
     if "nc" in d and d["nc"] != len(names):
-        raise ValueError(f"{yaml_file}: nc={d['nc']} but {len(names)} names are listed")
+        raise ValueError(f"{yaml_file}: nc={d['nc']!r} but {len(names)} names are listed")
+    empty = [k for k in ("train", "val") if not d[k]]
+    if empty:
+        raise ValueError(f"{yaml_file}: {' and '.join(repr(k) for k in empty)} must be a path or a list of paths, "
+                         f"got nothing")
+    if not isinstance(d.get("path") or "", str):
+        raise ValueError(f"{yaml_file}: 'path' must be a folder path, got {d['path']!r}")
     root = Path(d.get("path") or "")
     root = root if root.is_absolute() else (ROOT / root).resolve()
     out = {**d, "path": str(root), "names": names, "nc": len(names), "yaml_file": str(yaml_file)}
@@ -56,7 +64,9 @@ def check_dataset(data: str | Path) -> dict:
         if d.get(k):
             out[k] = _resolve_split(d[k], root, k, yaml_file)
     if "generate" in d:
-        from data.generators import ensure_generated  # data/ is optional for users of real datasets only
+        from data.generators import (
+            ensure_generated,  # data/ is optional for users of real datasets only
+        )
 
         ensure_generated(root, d["generate"], source=str(yaml_file), log=LOGGER.info, names=list(names.values()))
     vals = out["val"] if isinstance(out["val"], list) else [out["val"]]

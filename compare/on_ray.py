@@ -26,7 +26,7 @@ def _ray():
 
 
 def _task(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, budget_min: float | None) -> None:
-    _train_logged(exp, cfg, seed, train_args, state, 1, None, budget_min)
+    _train_logged(exp, cfg, seed, train_args, state, 1, None, budget_min, own_signals=False)
 
 
 def train_on_ray(exp: Path, plan: dict, todo: list[tuple], address: str) -> None:

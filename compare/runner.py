@@ -179,16 +179,18 @@ class RunsFailed(RuntimeError):
 
 
 def _train_logged(exp: Path, cfg: str, seed: int, train_args: list[str], state: str, threads: int,
-                  device: str | None = None, budget_min: float | None = None) -> None:
+                  device: str | None = None, budget_min: float | None = None, own_signals: bool = True) -> None:
     """train_run in a worker process with ``threads`` torch threads, everything it prints (logging, tqdm,
-    warnings, a traceback) appended to the run's train.log."""
+    warnings, a traceback) appended to the run's train.log; ``own_signals``: SIGTERM / SIGINT stop the run cleanly
+    (not in a Ray worker, whose signals are Ray's)."""
     log = run_dir(exp, cfg, seed) / "train.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     f = open(log, "a", encoding="utf-8")  # noqa: SIM115 (stays open as the process's stdout/stderr)
     os.dup2(f.fileno(), 1)
     os.dup2(f.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-    signals.install()  # the parent's terminate() on Ctrl-C: this run stops with its last.pt
+    if own_signals:
+        signals.install()  # the parent's terminate() on Ctrl-C: this run stops with its last.pt
     torch.set_num_threads(threads)
     os.environ.update({"OMP_NUM_THREADS": str(threads), CPUS_ENV: str(threads)})  # the run's share of the cores
     train_run(exp, cfg, seed, train_args, state, device, budget_min)

@@ -21,7 +21,9 @@ from utils.io.files import yaml_load, yaml_read
 from utils.io.hyp import PIPELINE_KEYS, check_hyp
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))  # more for a longer hunt: FUZZ_EXAMPLES=2000 pytest ...
-FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized: CI runs the same inputs every time (a longer hunt: FUZZ_EXAMPLES, or drop derandomize locally)
+FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+                database=None)
 OURS = (ValueError, FileNotFoundError)
 
 
@@ -149,12 +151,15 @@ row_edits = st.tuples(st.sampled_from(["backbone", "head"]), st.integers(0, 30),
                       st.one_of(st.none(), st.booleans(), st.integers(-3, 30), st.floats(-2, 3), st.text(max_size=8),
                                 st.lists(st.integers(-3, 30), max_size=3),
                                 st.sampled_from(["Conv", "C3", "Detect", "nn.Upsample", "Concat", "SPPF", "Nope"])))
+# values stay small: a width_multiple of 100 is a valid model of billions of weights (a CI run was OOM-killed by
+# one), not a parser fault
 top_edits = st.tuples(st.sampled_from(["nc", "depth_multiple", "width_multiple", "anchors", "activation", "ch", "zzz"]),
-                      st.one_of(st.none(), st.integers(-2, 100), st.floats(-1, 2), st.text(max_size=6),
+                      st.one_of(st.none(), st.integers(-2, 4), st.floats(-1, 2), st.text(max_size=6),
                                 st.lists(st.integers(-5, 50), max_size=7)))
 
 
-@settings(max_examples=max(EXAMPLES // 3, 20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(EXAMPLES // 3, 20), deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True, database=None)
 @given(rows=st.lists(row_edits, max_size=3), tops=st.lists(top_edits, max_size=2))
 @example(rows=[("head", 17, 3, [16]), ("head", 17, 3, [16])], tops=[])  # found: Concat over dim 16, an IndexError
 @example(rows=[("head", 2, 2, "')y\n")], tops=[])  # found: a module name with a line break, printed raw

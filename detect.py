@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.backends import Backend
+from models.backends import Backend, inference_size
 from models.runtime import backend_choices, runtime_backend
 from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.data.augmentations import round_to_stride
@@ -39,7 +39,7 @@ from utils.data.sources import (
     load_source,
 )
 from utils.evaluation.annotate import Annotator, CropWriter, describe
-from utils.io.files import increment_path
+from utils.io.files import default_weights, increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync
 
 ROOT = Path(__file__).resolve().parent
@@ -247,7 +247,7 @@ def _log_summary(result: DetectResult, opts: OutputOptions) -> None:
 
 
 @torch.no_grad()
-def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list[int] = 640,
+def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list[int] | None = None,
         conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000, device: str = "",
         view_img: bool = False, save_txt: bool = False, save_conf: bool = False, save_crop: bool = False,
         nosave: bool = False, classes: list[int] | None = None, agnostic_nms: bool = False,
@@ -256,14 +256,14 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
         vid_stride: int = 1, stream_config: StreamConfig | None = None, backend: str = "auto") -> DetectResult:
     """Detect on ``source`` (see the module docstring) with the model in ``weights`` (.pt, .torchscript, .onnx, ...);
     ``backend`` runs a .pt on the CPU through a cached ONNX Runtime export ('auto', 'onnxruntime', 'openvino') or
-    as PyTorch ('torch'): models/runtime.py."""
+    as PyTorch ('torch'): models/runtime.py. ``imgsz`` None: the size the model was trained at (else 640)."""
     dev = select_device(device)
     if half and dev.type not in ("cuda", "cpu"):
         LOGGER.warning(f"WARNING: --half runs on CUDA (FP16) or the CPU (BF16); device is {dev}, running FP32")
         half = False
-    size = [imgsz] if isinstance(imgsz, int) else list(imgsz)
-    backend = runtime_backend(weights, dev, half, backend, tuple((size * 2)[:2]), images=check_image)
-    hw = check_imgsz(imgsz, backend)
+    size = None if not imgsz else [imgsz] if isinstance(imgsz, int) else list(imgsz)
+    backend = runtime_backend(weights, dev, half, backend, tuple((size * 2)[:2]) if size else None, images=check_image)
+    hw = check_imgsz(inference_size(imgsz, backend), backend)
     nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=_check_classes(classes, backend.names),
                agnostic=agnostic_nms, max_det=max_det)
     source = str(source) if source not in (None, "") else _default_source()
@@ -285,17 +285,6 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
     return result
 
 
-def default_weights(train_dir: Path) -> Path:
-    """``--weights`` when none is given: the newest ``train_dir/*/weights/best.pt`` (by modification time)."""
-    found = sorted(Path(train_dir).glob("*/weights/best.pt"), key=os.path.getmtime)
-    if not found:
-        raise FileNotFoundError(f"no --weights given and no trained model to default to ({train_dir}/*/weights/"
-                                f"best.pt): train one first (python train.py --cfg yolov5n.yaml) or pass "
-                                f"--weights FILE (.pt, .torchscript or .onnx)")
-    LOGGER.info(f"--weights not given: using the newest trained model, {found[-1]}")
-    return found[-1]
-
-
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=str, default=None,
@@ -304,7 +293,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", type=str, default=None,
                    help="file, dir, glob, .txt list, video, webcam index, stream URL or .streams file "
                         "(default: the built-in shapes video)")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h w")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+                   help="inference size h w (default: the size the model was trained at, else 640)")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")

@@ -30,15 +30,16 @@ from utils.torch_utils import LOGGER, select_device
 ROOT = Path(__file__).resolve().parent
 
 
-def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[int] = (640, 640),
+def run(weights: str | Path, include: list[str] = ("torchscript",), imgsz: list[int] | None = None,
         batch_size: int = 1, device: str = "cpu", half: bool = False, dynamic: bool = False,
         simplify: bool = False, opset: int = 17, out: Path | None = None) -> dict[str, tuple[Path, float]]:
     """Export ``weights`` to each format in ``include`` -> {format: (file, largest difference to PyTorch)}; the
-    files go beside ``weights`` (``best.onnx``), or to ``out`` when one format is asked for."""
+    files go beside ``weights`` (``best.onnx``), or to ``out`` when one format is asked for; ``imgsz`` None: the
+    size the checkpoint was trained at (else 640)."""
     t0 = time.time()
     options = ExportOptions(dynamic=dynamic, half=half, opset=opset, simplify=simplify)
-    results = export_weights(Path(weights), list(include), list(imgsz), batch_size, select_device(device), options,
-                             check_image, out)
+    results = export_weights(Path(weights), list(include), list(imgsz) if imgsz else None, batch_size,
+                             select_device(device), options, check_image, out)
     last = list(results.values())[-1][0]
     LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s)\nResults saved to {last.parent.resolve()}"
                 f"\nDetect:   python detect.py --weights {last}\nValidate: python val.py --weights {last}")
@@ -49,7 +50,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     needs = "; ".join(f"{f.name} needs {f.pip}" for f in FORMATS.values() if f.packages)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=str, required=True, help="model.pt path (ours or YOLOv5's)")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+                   help="image (h, w) (default: the size the checkpoint was trained at, else 640)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0, or cpu")
     p.add_argument("--half", action="store_true", help="FP16 half-precision export (CUDA only)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.backends import Backend
+from models.backends import Backend, inference_size
 from models.runtime import backend_choices, runtime_backend
 from utils.boxes import postprocess, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.data.check_image import check_image
@@ -24,7 +24,7 @@ from utils.data.dataloaders import check_dataset, create_dataloader
 from utils.evaluation.coco import CocoResults, coco_eval
 from utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from utils.evaluation.plots import plot_images
-from utils.io.files import increment_path
+from utils.io.files import default_weights, increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync
 
 ROOT = Path(__file__).resolve().parent
@@ -119,8 +119,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
         model.eval()
     else:
         dev = select_device(device, batch_size)
-        size = imgsz or data.get("imgsz", 640)
-        model = runtime_backend(weights, dev, half, backend, (size, size), images=check_image)
+        model = runtime_backend(weights, dev, half, backend, (imgsz, imgsz) if imgsz else None, images=check_image)
         half = model.fp16
         save_dir, imgsz, dataloader = _standalone_setup(model, data, weights, batch_size, imgsz, task, workers,
                                                         single_cls, save_txt, Path(project) / name, exist_ok)
@@ -225,7 +224,7 @@ def _standalone_setup(model: Backend, data: dict, weights: str, batch_size: int,
                          f"has nc={data['nc']}")
     save_dir = increment_path(run_dir, exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    imgsz, rect = _backend_imgsz(model, imgsz or data.get("imgsz", 640))
+    imgsz, rect = _backend_imgsz(model, inference_size(imgsz, model, fallback=data.get("imgsz", 640)))
     split = task if task in ("train", "val", "test") else "val"
     dataloader = create_dataloader(data[split], imgsz, batch_size, model.stride, pad=0.5, rect=rect,
                                    workers=workers, single_cls=single_cls, prefix=f"{split}: ",
@@ -275,11 +274,13 @@ def _summarise(stats: _Stats, nc: int, names: dict, seen: int, plots: bool, save
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=str, default="shapes.yaml", help="dataset YAML (path or name in data/)")
-    p.add_argument("--weights", type=str, required=True,
-                   help="model weights: .pt (ours or YOLOv5's), .torchscript or .onnx (export.py)")
+    p.add_argument("--weights", type=str, default=None,
+                   help="model weights: .pt (ours or YOLOv5's), .torchscript or .onnx (export.py) (default: the "
+                        "newest runs/train/*/weights/best.pt)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
-                   help="inference size (default: the dataset's imgsz, else 640)")
+                   help="inference size (default: the size the model was trained at, else the dataset's imgsz, "
+                        "else 640)")
     p.add_argument("--conf-thres", type=float, default=0.001)
     p.add_argument("--iou-thres", type=float, default=0.6)
     p.add_argument("--max-det", type=int, default=300)
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if opt.conf_thres > 0.001:
         LOGGER.warning(f"WARNING: --conf-thres {opt.conf_thres} > 0.001 gives lower mAP than the benchmark rule")
     try:
+        opt.weights = opt.weights or default_weights(ROOT / "runs" / "train")
         run(**vars(opt))
     except (FileNotFoundError, ValueError) as e:
         LOGGER.error(f"error: {e}")

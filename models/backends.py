@@ -12,7 +12,8 @@ never ask which format they run. A static export has a fixed batch and size (``B
 
 Export metadata (written by the exporters, read by the loaders with the helpers here): ``stride`` (max stride,
 int), ``names`` ({int: str}), ``shape`` ([B, 3, H, W] traced), ``dynamic`` (any batch and size), ``half``,
-``suppressed`` (the outputs are final detections: no NMS). ONNX keeps them as metadata_props strings (JSON;
+``suppressed`` (the outputs are final detections: no NMS), ``imgsz`` (the size the model was trained at, the
+default inference size; absent when unknown). ONNX keeps them as metadata_props strings (JSON;
 YOLOv5's Python-dict ``names`` are read too), TorchScript as one JSON ``config.txt``, the OpenVINO and ncnn folders
 as ``metadata.yaml`` (YOLOv5's ``<name>.yaml`` beside the .xml is read too). The thread budget of every CPU
 runtime is torch's (``torch.get_num_threads()``).
@@ -32,7 +33,7 @@ import yaml
 from torch import Tensor
 
 from models.formats.registry import FORMATS, PYTORCH_SUFFIX, format_of
-from models.yolo import DetectionModel
+from models.yolo import DetectionModel, train_imgsz
 from utils.io.checkpoint import load_checkpoint
 from utils.torch_utils import LOGGER
 
@@ -94,6 +95,7 @@ class Backend:
     suppressed: bool = False  # outputs are final detections: no NMS (models/heads/base.py)
     bf16: bool = False  # computes in BF16 inside the runtime (OpenVINO --half on a BF16 CPU); inputs stay FP32
     own_threads: bool = False  # a runtime with its own CPU thread pool (ONNX Runtime, OpenVINO, ncnn)
+    train_imgsz: int | None = None  # the size the model was trained at (checkpoint opt / export metadata); None=unknown
 
     @property
     def nc(self) -> int:
@@ -199,7 +201,7 @@ def backend_from_model(model: DetectionModel, source: str | Path, device: torch.
         return model(im)[0]
 
     return Backend(run_fn, "pytorch", Path(source), device, max(int(model.stride.max()), 32), dict(model.names),
-                   fp16=half, model=model, suppressed=model.suppressed)
+                   fp16=half, model=model, suppressed=model.suppressed, train_imgsz=model.train_imgsz)
 
 
 def _load_pytorch(path: Path, device: torch.device, half: bool, fuse: bool) -> Backend:
@@ -288,7 +290,21 @@ def exported_backend(run_fn: Callable[[Tensor], Tensor], fmt: str, path: Path, d
     where = str(path)
     names = default_names(parse_names(meta.get("names"), where), nc, where)
     return Backend(run_fn, fmt, path, device, meta_stride(meta.get("stride"), where), names,
-                   suppressed=meta_bool(meta.get("suppressed"), where, "suppressed"), **fields)
+                   suppressed=meta_bool(meta.get("suppressed"), where, "suppressed"),
+                   train_imgsz=train_imgsz(meta), **fields)
+
+
+def inference_size(given, backend: Backend, fallback: int = 640, flag: str = "--imgsz"):
+    """The size to run ``backend`` at: ``given`` when the user gave one, else the size the model was trained at
+    (a checkpoint's ``opt``, an export's metadata), else ``fallback``; the log says which when it was not given
+    (a model trained at 160 px finds nothing letterboxed to 640: its objects would be 4x the size it learned)."""
+    if given:
+        return given
+    if backend.train_imgsz:
+        LOGGER.info(f"{flag} not given: using {backend.train_imgsz}, the size {backend.weights.name} was trained at")
+        return backend.train_imgsz
+    LOGGER.info(f"{flag} not given and {backend.weights.name} does not record its training size: using {fallback}")
+    return fallback
 
 
 # ---------------------------------------------------------------------------------------------------------------

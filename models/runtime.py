@@ -19,7 +19,7 @@ from models.formats.core import TOLERANCE, CheckImage, export_weights
 from models.formats.registry import FORMATS, PYTORCH_SUFFIX, ExportFormat, ExportOptions
 from models.heads import HEADS
 from models.heads.base import Head
-from models.yolo import head_class
+from models.yolo import head_class, train_imgsz
 from utils.io.checkpoint import load_checkpoint
 from utils.torch_utils import LOGGER
 
@@ -38,13 +38,15 @@ def backend_choices() -> tuple[str, ...]:
 
 
 def runtime_backend(weights: str | Path, device: torch.device, half: bool = False, backend: str = "auto",
-                    imgsz: tuple[int, int] = (640, 640), *, images: CheckImage) -> Backend:
+                    imgsz: tuple[int, int] | None = None, *, images: CheckImage) -> Backend:
     """The inference backend for ``weights``: a ``.pt`` on a CPU runs through a cached ONNX Runtime (or OpenVINO)
     export unless ``backend`` is 'torch'; exported files and CUDA run as they are. 'auto' takes the first
     installed of ``cpu_runtimes()`` and says which; an export that does not match PyTorch on ``images``
     (utils/data/check_image.py) falls back to PyTorch.
     ``half`` on a CPU runs the BF16 runtime (OpenVINO) where it can (``_cpu_half``; bench/README.md: 1.9x,
-    mAP50-95 -0.0007 on the built-in set), else FP32 with a warning."""
+    mAP50-95 -0.0007 on the built-in set), else FP32 with a warning. ``imgsz``: the size a static export is made
+    for (None: the size the checkpoint was trained at, else 640); the backend's ``train_imgsz`` is the checkpoint's
+    whichever way it runs."""
     choices = backend_choices()
     if backend not in choices:
         raise ValueError(f"--backend {backend!r} is not one of {', '.join(choices)}")
@@ -52,7 +54,9 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
     if half and device.type == "cpu":
         half = _cpu_half(path, backend)
         if half and path.suffix == PYTORCH_SUFFIX and path.is_file():  # BF16 through a cached export
-            return _runtime(path, device, _bf16_format().runtime, imgsz, backend, images, half=True)
+            head, trained = _checkpoint_facts(path)
+            return _trained_at(_runtime(path, device, _bf16_format().runtime, imgsz or _square(trained), backend,
+                                        images, half=True), trained)
     if backend == "torch" or path.suffix != PYTORCH_SUFFIX or not path.is_file() or (
             backend == "auto" and (device.type != "cpu" or half)):  # (a missing file: load_backend's error)
         if backend not in ("auto", "torch"):
@@ -61,7 +65,7 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
     if device.type != "cpu" or half:
         raise ValueError(f"--backend {backend} runs FP32 on the CPU; use --backend torch for {device}"
                          + (" with --half" if half else ""))
-    head = _head_of(path)  # read once: the runtime choice and the export's cache key both need it
+    head, trained = _checkpoint_facts(path)  # read once: the runtime choice and the export's cache key need it
     if backend == "auto" and not head.cpu_runtime:
         LOGGER.info(f"--backend auto: {path.name}'s head runs faster as PyTorch on the CPU (its cpu_runtime flag), "
                     f"running PyTorch")
@@ -72,7 +76,19 @@ def runtime_backend(weights: str | Path, device: torch.device, half: bool = Fals
             require(backend, purpose=f"--backend {backend}")
         LOGGER.info("--backend auto: no CPU runtime installed (pip install onnxruntime), running PyTorch")
         return load_backend(path, device)
-    return _runtime(path, device, runtime, imgsz, backend, images, dynamic=head.dynamic_export)
+    return _trained_at(_runtime(path, device, runtime, imgsz or _square(trained), backend, images,
+                                dynamic=head.dynamic_export), trained)
+
+
+def _square(size: int | None) -> tuple[int, int]:
+    return (size, size) if size else (640, 640)
+
+
+def _trained_at(backend: Backend, size: int | None) -> Backend:
+    """The checkpoint's training size on a backend run through its cached export (an export cached before exports
+    recorded it has none)."""
+    backend.train_imgsz = backend.train_imgsz or size
+    return backend
 
 
 def _runtime(path: Path, device: torch.device, runtime: str, imgsz: tuple[int, int], backend: str,
@@ -113,11 +129,12 @@ def _cpu_half(path: Path, backend: str) -> bool:
     return why is None
 
 
-def _head_of(weights: Path) -> type[Head]:
-    """The checkpoint's head class (its ``cpu_runtime`` and ``dynamic_export`` flags, models/heads/base.py); Detect
-    for a checkpoint without a model YAML (a YOLOv5 one)."""
-    cfg = load_checkpoint(weights).get("yaml")
-    return head_class(cfg) if cfg else HEADS["Detect"]
+def _checkpoint_facts(weights: Path) -> tuple[type[Head], int | None]:
+    """The checkpoint's head class (its ``cpu_runtime`` and ``dynamic_export`` flags, models/heads/base.py; Detect
+    for a checkpoint without a model YAML, a YOLOv5 one) and the image size it was trained at (None: unknown)."""
+    ckpt = load_checkpoint(weights)
+    cfg = ckpt.get("yaml")
+    return (head_class(cfg) if cfg else HEADS["Detect"]), train_imgsz(ckpt.get("opt"))
 
 
 def _installed(runtime: str) -> bool:
@@ -141,7 +158,7 @@ def cached_export(weights: Path, runtime: str, imgsz: tuple[int, int], dynamic: 
         raise ValueError(f"runtime {runtime!r} is not one of {', '.join(runtimes)}")
     fmt = runtimes[runtime]
     if dynamic is None:
-        dynamic = _head_of(weights).dynamic_export
+        dynamic = _checkpoint_facts(weights)[0].dynamic_export
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     size = "dynamic" if dynamic else f"{imgsz[0]}x{imgsz[1]}"
     folder = Path(os.environ.get(CACHE_ENV) or weights.parent / ".runtime_cache")

@@ -364,6 +364,18 @@ def initialize_weights(layers: nn.Sequential) -> None:
                 m.inplace = True
 
 
+def train_imgsz(opt) -> int | None:
+    """The training image size recorded in a checkpoint's ``opt`` (ours: an int; YOLOv5's: an int or [h, w]),
+    or None when it holds none (a bare state_dict, a foreign file without ``opt``). Export metadata's ``imgsz``
+    is read the same way."""
+    size = opt.get("imgsz", opt.get("img_size")) if isinstance(opt, dict) else None
+    if isinstance(size, str) and size.strip().isdigit():  # ONNX metadata values are strings
+        size = int(size)
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0 else None
+
+
 def _weights_from_checkpoint(cfg: dict) -> dict:
     """The model dict with every row's local weights file replaced by ``CHECKPOINT_WEIGHTS``: rebuilt from a
     checkpoint, a row is built as pretrained (e.g. FrozenBatchNorm2d) but loads nothing -- the file it was trained
@@ -397,6 +409,7 @@ class DetectionModel(nn.Module):
             self.yaml = head_class(self.yaml, self.yaml_file).cfg_from_hyp(self.yaml, hyp)
         self.model, self.save = parse_model(deepcopy(self.yaml), ch, self.yaml_file, verbose)
         self.names = {i: str(i) for i in range(self.yaml["nc"])}
+        self.train_imgsz: int | None = None  # the image size it was trained at (from a checkpoint's opt)
         self.export = False
         self._attach_neck()
         self.head.initialize(self._probe_strides(ch))
@@ -418,6 +431,7 @@ class DetectionModel(nn.Module):
         names = ckpt.get("names")
         if names:
             model.names = dict(names) if isinstance(names, dict) else dict(enumerate(names))
+        model.train_imgsz = train_imgsz(ckpt.get("opt"))
         return model
 
     @property

@@ -60,9 +60,11 @@ def check_args(include: list[str], imgsz: list[int], batch_size: int, options: E
 
 
 def export_metadata(model: DetectionModel, shape: tuple[int, ...], dynamic: bool, half: bool) -> dict:
-    """What models/backends.py reads back: stride, class names, traced input shape, dynamic, half, suppressed."""
-    return {"stride": int(model.stride.max()), "names": {int(k): v for k, v in model.names.items()},
+    """What models/backends.py reads back: stride, class names, traced input shape, dynamic, half, suppressed and
+    the training size (``imgsz``, the default inference size; left out when the checkpoint does not record it)."""
+    meta = {"stride": int(model.stride.max()), "names": {int(k): v for k, v in model.names.items()},
             "shape": list(shape), "dynamic": dynamic, "half": half, "suppressed": model.suppressed}
+    return meta | ({"imgsz": model.train_imgsz} if model.train_imgsz else {})
 
 
 def prepare_model(weights: Path, device: torch.device, half: bool) -> DetectionModel:
@@ -77,14 +79,19 @@ def prepare_model(weights: Path, device: torch.device, half: bool) -> DetectionM
 
 
 @torch.no_grad()
-def export_weights(weights: Path, include: list[str], imgsz: list[int], batch_size: int, device: torch.device,
+def export_weights(weights: Path, include: list[str], imgsz: list[int] | None, batch_size: int, device: torch.device,
                    options: ExportOptions, images: CheckImage,
                    out: Path | None = None) -> dict[str, tuple[Path, float]]:
     """Export ``weights`` to each format in ``include`` -> {format: (file, largest difference to PyTorch)}, checked
     on ``images`` (utils/data/check_image.py: models/ draws no pictures); the files go beside ``weights``
-    (``best.onnx``), or to ``out`` when one format is asked for."""
+    (``best.onnx``), or to ``out`` when one format is asked for. ``imgsz`` None: the size the checkpoint was
+    trained at (else 640)."""
     include = [f.lower() for f in include]
     model = prepare_model(weights, device, options.half)
+    if not imgsz:
+        imgsz = [model.train_imgsz or 640] * 2
+        why = f"the size {weights.name} was trained at" if model.train_imgsz else "the default (no size recorded)"
+        LOGGER.info(f"--imgsz not given: exporting at {imgsz[0]}, {why}")
     if options.dynamic and not model.head.dynamic_export:
         raise ValueError(f"{model.head.type} exports with a fixed batch size and input size only: drop --dynamic "
                          f"and give --imgsz and --batch-size")

@@ -42,13 +42,15 @@ class Predictor(Protocol):
     suppressed: bool  # outputs are final detections: no NMS
     device: torch.device
     imgsz: tuple[int, int] | None  # fixed (H, W) of a static export, else None
+    train_imgsz: int | None  # the size the model was trained at (the default ``size``), None when unknown
 
     def __call__(self, im: Tensor) -> Tensor:  # (B, 3, H, W) in [0, 1] -> (B, N, 5 + nc) decoded
         ...
 
 
 class AutoShape:
-    """``AutoShape(backend)(imgs, size=640) -> Detections``. Thresholds are attributes, as in YOLOv5
+    """``AutoShape(backend)(imgs, size=None) -> Detections`` (``size`` None: the size the model was trained at, else
+    640, as YOLOv5's 640). Thresholds are attributes, as in YOLOv5
     (``model.conf = 0.5``); a misspelt one is an AttributeError, not a silent no-op."""
 
     __slots__ = ("backend", "conf", "iou", "classes", "agnostic", "multi_label", "max_det")
@@ -78,8 +80,9 @@ class AutoShape:
 
     @torch.no_grad()
     def __call__(self, ims: ImageLike | Sequence[ImageLike] | Tensor,
-                 size: int | tuple[int, int] = 640) -> Detections | Tensor:
-        """Detect on ``ims`` (see the module docstring) letterboxed to at most ``size`` (int, or (h, w))."""
+                 size: int | tuple[int, int] | None = None) -> Detections | Tensor:
+        """Detect on ``ims`` (see the module docstring) letterboxed to at most ``size`` (int, or (h, w); None: the
+        size the model was trained at, else 640)."""
         dev = self.backend.device
         if isinstance(ims, Tensor):
             return self.backend(ims.to(dev))
@@ -89,6 +92,7 @@ class AutoShape:
             raise ValueError("AutoShape: no images given (an empty list)")
         loaded = [read_image(x, i) for i, x in enumerate(items)]
         ims0, files = [im for im, _ in loaded], [f for _, f in loaded]
+        size = size or getattr(self.backend, "train_imgsz", None) or 640
         hw = self.backend.imgsz or batch_shape([im.shape[:2] for im in ims0], size, self.stride)
         boxed = [letterbox(im, hw, auto=False, stride=self.stride) for im in ims0]
         x = np.ascontiguousarray(np.stack([b[0] for b in boxed]).transpose(0, 3, 1, 2))  # (B, 3, H, W) RGB

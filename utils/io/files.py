@@ -35,6 +35,18 @@ def latest_run(search_dir: str | Path = "runs", pattern: str = "last.pt") -> Pat
     return max(found, key=os.path.getmtime)
 
 
+def default_weights(train_dir: str | Path) -> Path:
+    """``--weights`` when none is given (detect.py, val.py): the newest ``train_dir/*/weights/best.pt`` by
+    modification time, logged; none is one line saying what to train or pass."""
+    found = sorted(Path(train_dir).glob("*/weights/best.pt"), key=os.path.getmtime)
+    if not found:
+        raise FileNotFoundError(f"no --weights given and no trained model to default to ({train_dir}/*/weights/"
+                                f"best.pt): train one first (python train.py --cfg yolov5n.yaml) or pass "
+                                f"--weights FILE (.pt, .torchscript or .onnx)")
+    LOGGER.info(f"--weights not given: using the newest trained model, {found[-1]}")
+    return found[-1]
+
+
 def yaml_read(path: str | Path):
     """The value of a YAML file (any type). A syntax error is one ValueError line: file, line, column, problem."""
     try:

@@ -156,11 +156,14 @@ def test_half_on_the_cpu_falls_back_to_fp32_with_a_reason(tmp_path, cache, monke
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="optional: pip install openvino")
-def test_half_on_a_bf16_cpu_runs_openvino_close_to_fp32(tmp_path, cache):
+def test_half_on_a_bf16_cpu_runs_openvino_close_to_fp32(tmp_path, cache, caplog):
     from models.formats.openvino import cpu_bf16
-    if not cpu_bf16():
-        pytest.skip("this CPU has no BF16 (AVX512-BF16 or AMX)")
     w = _checkpoint(tmp_path / "best.pt")
+    if not cpu_bf16():  # this CPU has no BF16 (AVX512-BF16 or AMX): --half warns and runs FP32
+        with caplog.at_level(logging.WARNING):
+            b = runtime_backend(w, torch.device("cpu"), half=True, backend="auto", imgsz=(64, 64))
+        assert not b.bf16 and "no BF16" in caplog.text
+        return
     b = runtime_backend(w, torch.device("cpu"), half=True, backend="auto", imgsz=(64, 64))
     assert b.fmt == "openvino" and b.bf16 and "BF16" in b.describe()
     im = torch.rand(1, 3, 64, 96)

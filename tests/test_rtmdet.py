@@ -106,7 +106,8 @@ def test_decode_layout_and_prior_points_at_cell_corners():
     raw = [torch.zeros(1, 7, 64 // int(s), 64 // int(s)) for s in model.head.stride]
     y = model.head.decode(raw)  # zero distances: a zero-size box on each cell's top-left corner
     assert y.shape == (1, 64 + 16 + 4, 8) and torch.equal(y[0, :2, :2], torch.tensor([[0.0, 0.0], [8.0, 0.0]]))
-    assert torch.equal(y[..., 2:4], torch.zeros_like(y[..., 2:4])) and torch.equal(y[..., 4], torch.ones_like(y[..., 4]))
+    assert torch.equal(y[..., 2:4], torch.zeros_like(y[..., 2:4]))
+    assert torch.equal(y[..., 4], torch.ones_like(y[..., 4]))
 
 
 def reference_terms(cls, pred_box, gt_boxes, gt_labels, assigned) -> tuple[float, float]:

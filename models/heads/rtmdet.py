@@ -52,7 +52,7 @@ class RTMDetHead(Head):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{type(self).__name__}: {name} must be an integer >= 1, got {v!r}")
         for name, v in (("exp_on_reg", exp_on_reg), ("share_conv", share_conv)):
-            if not isinstance(v, bool):
+            if type(v) is not bool:  # 1 or a string is a mistake here, not a flag
                 raise ValueError(f"{type(self).__name__}: {name} must be true or false, got {v!r}")
         if not ch or not all(isinstance(c, int) and c > 0 for c in ch):
             raise ValueError(f"{type(self).__name__}: needs the input channels of its feature maps, got ch={ch!r}")

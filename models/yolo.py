@@ -42,6 +42,7 @@ from models.common import (
     Focus,
     Select,
 )
+from models.cspnext import CSPNeXtLayer
 from models.fusion import fuse_conv_bn
 from models.heads import HEADS
 from models.heads.base import Head
@@ -92,6 +93,7 @@ MODULES: dict[str, Block] = {
     "nn.BatchNorm2d": Block(nn.BatchNorm2d, BATCHNORM),
     "nn.Conv2d": Block(nn.Conv2d, EXPLICIT),
     "Select": Block(Select, SELECT),
+    "CSPNeXtLayer": Block(CSPNeXtLayer, IN_OUT, repeats_inside=True),  # RTMDet's CSPNeXt backbone and neck
     # NanoDet-Plus's trunk (torchvision's blocks) and neck, with NanoDet's / torchvision's BatchNorm settings
     "ShuffleNetV2": Block(ShuffleNetV2, MULTI, own_init=True, weights_arg=1),
     "GhostPAN": Block(GhostPAN, MULTI, own_init=True),

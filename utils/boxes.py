@@ -114,6 +114,18 @@ def gfl_decode(dist_logits: Tensor, points: Tensor, stride: Tensor | float, reg_
     return distance2bbox(points, integral(dist_logits, reg_max) * stride)
 
 
+def decode_distance(reg: Tensor, points: Tensor, stride: Tensor | float, exp: bool = False) -> Tensor:
+    """RTMDet's box coder (loss and eval alike): ``(..., 4)`` raw [left, top, right, bottom] at prior points
+    ``(..., 2)`` px -> ``xyxy`` px; each side's distance = raw x stride (``exp``: exp(raw) x stride)."""
+    return distance2bbox(points, (reg.exp() if exp else reg) * stride)
+
+
+def encode_distance(boxes: Tensor, points: Tensor, stride: Tensor | float, exp: bool = False) -> Tensor:
+    """The inverse of ``decode_distance``: ``xyxy`` boxes seen from points -> raw distances (log with ``exp``)."""
+    d = bbox2distance(points, boxes) / stride
+    return d.log() if exp else d
+
+
 def _clone(x: Boxes) -> Boxes:
     return x.clone() if isinstance(x, Tensor) else np.copy(x)
 

@@ -5,7 +5,7 @@ in the batch, with a validity mask, called as
 ``assign(pred_boxes, pred_cls_logits, pred_obj_logits, priors, gt_boxes, gt_labels, gt_mask, *, **options)``
 and returning an ``Assignment``: per prediction, the index of its ground truth or -1 for background (like
 torchvision's ``Matcher``) and a soft quality target (the IoU of the prediction with that ground truth).
-``ASSIGNERS`` names them for YAML rows (the ``assigner`` argument of ``YOLOXHead`` and ``GFLHead``); the
+``ASSIGNERS`` names them for YAML rows (the ``assigner`` argument of ``YOLOXHead``, ``GFLHead``, ``RTMDetHead``); the
 keyword-only arguments are the options, set in the row or in the hyp file (``simota_center_radius``) and
 bound by ``assigner_from`` (registry.py).
 

@@ -1,13 +1,16 @@
 """Every bench/ script imports and answers --help, and the EMA-horizon bench (a training hook) runs a tiny
 training: a bench script can no longer rot unseen (bench/README.md lists them)."""
 import json
+import os
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 SCRIPTS = sorted(p for p in BENCH.glob("*.py"))
 
 
@@ -34,3 +37,26 @@ def test_ema_horizon_runs_a_tiny_training(tiny_data, tmp_path, monkeypatch, caps
     curves = json.loads((tmp_path / "exp" / "ema_horizon.json").read_text())
     assert set(curves) == {"0", "yolov5"} and all(len(c) == 2 for c in curves.values())
     assert "| horizon |" in capsys.readouterr().out
+
+
+def test_gpu_check_commands_exist_and_it_refuses_a_machine_without_cuda(tmp_path):
+    """bench/gpu_check.sh on the CPU: its --dry-run commands name scripts and flags that exist (checked against each
+    script's own parser), a bad argument is one line, and a real run without CUDA stops at once saying so."""
+    import subprocess
+
+    from test_docs import flags_in, script_flags
+    out = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run", "--yolov5", "Y", "--python", "P"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 8
+    for line in out:
+        tokens = line.split()
+        script = next(t for t in tokens if t.endswith(".py"))
+        args = tokens[tokens.index(script) + 1:]
+        missing = [f for f in flags_in(args) if f not in script_flags(script)]
+        assert not missing, f"{script} has no {missing}: {line}"
+    bad = subprocess.run(["bash", "bench/gpu_check.sh", "--nope"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument '--nope'" in bad.stderr
+    if not torch.cuda.is_available():
+        env = {**os.environ, "OUT": str(tmp_path / "gpu"), "PYTHON": sys.executable}
+        cpu = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, env=env)
+        assert cpu.returncode == 2 and "no CUDA device" in cpu.stderr

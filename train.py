@@ -53,6 +53,8 @@ from utils.io.lock import FolderLock
 from utils.io.results import METRICS, truncate_results
 from utils.torch_utils import (
     LOGGER,
+    autocast_dtype,
+    to_float,
     DistContext,
     ModelEMA,
     broadcast_object,
@@ -170,6 +172,18 @@ def size_ema(ema: ModelEMA, opt: argparse.Namespace, batches: int) -> None:
                 f"epochs); precise BN: {opt.precise_bn} train batches before each validation")
 
 
+def amp_loss(net: torch.nn.Module, criterion, imgs: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype | None,
+             device_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's loss under the run's precision: CUDA FP16 autocast as YOLOv5 (the loss inside it), CPU BF16 (the
+    model in BF16, its outputs cast back and the loss in FP32), or FP32 (``dtype`` None)."""
+    if dtype is torch.bfloat16:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(imgs, targets)
+        return criterion(to_float(out), targets)
+    with torch.autocast(device_type, enabled=dtype is not None):
+        return criterion(net(imgs, targets), targets)
+
+
 class Trainer:
     """One training run: set up, then epochs of batches, each followed by its hooks (validate, log, save: see
     utils/training/hooks.py for the events and the built-in hooks), then the hooks' end of the run.
@@ -190,7 +204,9 @@ class Trainer:
             self.wdir.mkdir(parents=True, exist_ok=True)
         self.csv = self.save_dir / "results.csv"
         self.device = select_device(opt.device, opt.batch_size, self.dist.local_rank, self.dist.local_world_size)
-        self.amp = self.device.type == "cuda"
+        self.amp_dtype = autocast_dtype(opt.amp, self.device)  # FP16 (CUDA), BF16 (CPU, --amp) or None (FP32)
+        self.amp = opt.amp = self.amp_dtype is not None  # opt.yaml and checkpoints record the precision trained at
+        LOGGER.info(f"Precision: {str(self.amp_dtype)[6:]} autocast" if self.amp else "Precision: FP32")
         self.hyp = yaml_load(opt.hyp) if isinstance(opt.hyp, (str, Path)) else dict(opt.hyp)
         init_seeds(opt.seed, deterministic=True)
         with main_process_first(self.dist):  # the first use of a generated dataset writes it
@@ -268,7 +284,7 @@ class Trainer:
         self.nb = nb = len(self.train_loader)
         self.nw = max(round(self.hyp["warmup_epochs"] * nb), 100) if self.hyp["warmup_epochs"] > 0 else -1
         self.scheduler.last_epoch = self.start_epoch - 1
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)  # BF16 needs no scaling
         self.last_opt_step = -1
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\nUsing {self.train_loader.num_workers} "
                     f"dataloader workers\nLogging results to {self.save_dir}\nStarting training for "
@@ -351,7 +367,7 @@ class Trainer:
                 self.last_opt_step = ni
             self.call("after_step", ni, step)
             mloss = (mloss * i + items) / (i + 1)
-            mem = f"{torch.cuda.memory_reserved() / 1e9 if self.amp else 0:.3g}G"
+            mem = f"{torch.cuda.memory_reserved() / 1e9 if self.device.type == 'cuda' else 0:.3g}G"
             pbar.set_description(("%11s" * 2 + "%11.4g" * (len(self.loss_names) + 2)) % (
                 f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
             if self.main and not opt.noplots and ni - nb * self.start_epoch < 3:
@@ -366,8 +382,7 @@ class Trainer:
         would otherwise be 1 / world size of one process's gradient on the whole batch."""
         no_sync = self.dist.ddp and not sync
         with self.net.no_sync() if no_sync else nullcontext():
-            with torch.autocast(self.device.type, enabled=self.amp):
-                loss, items = self.criterion(self.net(imgs, targets), targets)
+            loss, items = amp_loss(self.net, self.criterion, imgs, targets, self.amp_dtype, self.device.type)
             self.scaler.scale(loss * self.dist.world_size).backward()
         return items
 

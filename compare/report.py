@@ -82,6 +82,10 @@ def how_to_read(cmp: Comparison) -> list[str]:
     return ["## How to read this", "", *(s.how_to_read.format(latency=latency) for s in STATISTICS if s.how_to_read)]
 
 
+PRECISION = {None: "FP32 on a CPU / FP16 AMP on CUDA (the default)", True: "mixed precision (--amp: BF16 on a CPU, "
+             "FP16 on CUDA)", False: "FP32 (--no-amp)"}
+
+
 def write_markdown(path: Path, cmp: Comparison, plots: list[Path]) -> Path:
     plan, r = cmp.plan, cmp.plan["recipe"]
     budget = ["--budget-time", f"{plan['budget_min']:g}"] if plan.get("budget_min") else []
@@ -89,7 +93,8 @@ def write_markdown(path: Path, cmp: Comparison, plots: list[Path]) -> Path:
                         *plan["train_args"]])
     lines = [f"# compare: {cmp.exp.name}", "", f"`{command}`", "",
              f"data `{r['data']}`, hyp `{Path(r['hyp']).name}`, {r['epochs']} epochs, batch {r['batch_size']}, "
-             f"imgsz {cmp.first.imgsz}, seeds 0..{int(plan['seeds']) - 1}; {datetime.now():%Y-%m-%d %H:%M}"
+             f"imgsz {cmp.first.imgsz}, {PRECISION[r.get('amp')]} for every arm, seeds 0..{int(plan['seeds']) - 1}; "
+             f"{datetime.now():%Y-%m-%d %H:%M}"
              + (f"; budget {plan['budget_min']:g} min of train + val per run (--budget-time; epochs reached per run "
                 f"in the stability table)" if plan.get("budget_min") else ""), "",
              *markdown_table(cmp), ""]

@@ -181,3 +181,53 @@ def test_albumentations_hook_after_geometry_seeded_boxes_unchanged(tiny_data, mo
         assert (lb0 == lb1).all() and not (im0 == im1).all()  # same geometry and boxes, other pixels
     albu[(2, 0, True)]
     assert len(seeds) == 6 and seeds[5] == seeds[2] and len(set(seeds[:5])) == 5  # seeded by (seed, epoch, index)
+
+
+# ------------------------------------------------------------------ --amp
+def test_amp_resolves_per_device(monkeypatch, caplog):
+    import torch
+
+    from utils import torch_utils
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert torch_utils.autocast_dtype(None, cuda) is torch.float16  # YOLOv5: AMP on CUDA by default
+    assert torch_utils.autocast_dtype(False, cuda) is None
+    for native in (False, True):
+        monkeypatch.setattr(torch_utils, "cpu_has_bf16", lambda n=native: n)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert torch_utils.autocast_dtype(None, cpu) is None  # FP32 on a CPU by default ...
+            assert torch_utils.autocast_dtype(False, cpu) is None
+            assert torch_utils.autocast_dtype(True, cpu) is torch.bfloat16  # ... BF16 autocast when asked
+        assert ("emulated and slower" in caplog.text) is not native
+        assert ("computes BF16 natively" in caplog.text) is native
+
+
+def test_to_float_casts_nested_outputs():
+    import torch
+
+    from utils.torch_utils import to_float
+    out = to_float({"a": [torch.ones(2, dtype=torch.bfloat16), (torch.zeros(1, dtype=torch.float16), 3)],
+                    "b": torch.arange(3)})
+    assert out["a"][0].dtype == torch.float32 and out["a"][1][0].dtype == torch.float32 and out["a"][1][1] == 3
+    assert out["b"].dtype == torch.int64
+
+
+def test_amp_on_the_cpu_trains_bf16_and_is_recorded(tiny_data, tmp_path, monkeypatch):
+    import torch
+    seen = []
+    real = train.amp_loss
+
+    def spy(net, criterion, imgs, targets, dtype, device_type):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            seen.append(net(imgs, targets)[0].dtype if dtype is not None else torch.float32)
+        return real(net, criterion, imgs, targets, dtype, device_type)
+
+    monkeypatch.setattr(train, "amp_loss", spy)
+    for flag, dtype in (("--amp", torch.bfloat16), ("--no-amp", torch.float32)):
+        seen.clear()
+        name = flag.strip("-")
+        assert train.main(train_argv(tiny_data, tmp_path, name, flag)) == 0
+        opt = yaml.safe_load((tmp_path / name / "opt.yaml").read_text())
+        assert opt["amp"] is (flag == "--amp") and set(seen) == {dtype}
+        rows = (tmp_path / name / "results.csv").read_text().splitlines()
+        assert len(rows) == 2 and "nan" not in rows[1].lower()

@@ -72,6 +72,45 @@ def profile_module(m: nn.Module, x, n: int = 10) -> tuple[float, float | None]:
     return dt, flops
 
 
+def to_float(x):
+    """``x`` with every reduced-precision floating tensor in it (nested lists, tuples, dicts) cast to FP32: a head's
+    BF16 outputs go to its loss in FP32."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_float(v) for v in x) if not hasattr(x, "_fields") else type(x)(*(to_float(v) for v in x))
+    if isinstance(x, dict):
+        return {k: to_float(v) for k, v in x.items()}
+    return x
+
+
+def cpu_has_bf16() -> bool:
+    """This CPU computes BF16 natively (AVX512-BF16 or AMX, from /proc/cpuinfo's flags on Linux; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    """--amp / --no-amp -> the autocast dtype of training (None: FP32). CUDA: FP16 unless --no-amp (YOLOv5). CPU:
+    BF16 only with --amp (a warning where the CPU has no native BF16, which makes it slower than FP32); without the
+    flag FP32, and a log line saying --amp is available where the CPU computes BF16 natively."""
+    if device.type == "cuda":
+        return None if amp is False else torch.float16
+    if device.type != "cpu" or not amp:
+        if amp is None and device.type == "cpu" and cpu_has_bf16():
+            LOGGER.info("This CPU computes BF16 natively: --amp trains with BF16 autocast (off by default: "
+                        "docs/training.md)")
+        return None
+    if not cpu_has_bf16():
+        LOGGER.warning("WARNING: --amp on a CPU without AVX512-BF16 or AMX: BF16 autocast is emulated and slower "
+                       "than FP32 here")
+    return torch.bfloat16
+
+
 def select_device(device: str = "", batch_size: int = 0, local_rank: int = 0,
                   local_world_size: int = 1) -> torch.device:
     """'' (CUDA if available, else CPU), 'cpu', '0', 'cuda:0' or a list '0,1,2,3'; a CUDA request without CUDA is a

@@ -36,6 +36,10 @@ def train_parser(description: str, project: Path) -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="torch.compile the model for training (bare: inductor; off by default, bench/README.md: on "
                         "2 CPU cores ~10%% a yolov5n step for ~75 s of compiling, ~5 s with inductor's cache warm)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: FP16 autocast on CUDA (the default there, as YOLOv5); BF16 autocast on a CPU "
+                        "(off by default until shown accuracy-equivalent; fast only where the CPU has AVX512-BF16 "
+                        "or AMX). --no-amp: FP32 everywhere")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="train in channels_last memory format (default; 1.2x per CPU step on yolov5n, bench/README)")
     p.add_argument("--project", default=str(project))

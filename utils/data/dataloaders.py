@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from utils import LOGGER
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.data.annotations import load_split
 from utils.data.augmentations import (
     Albumentations,
     augment_hsv,
@@ -93,12 +94,9 @@ class LoadImagesAndLabels(Dataset):
         self.hyp = _check_hyp(hyp, augment)
         self.mosaic = augment and not rect  # the strong augmentation (mosaic + mixup); see close_mosaic()
         self.epoch = 0
-        im_files = list_images(path)
+        im_files, label_files, res = load_split(path, names, prefix)  # YOLO labels, COCO JSON or VOC XML
         if not im_files:
             raise FileNotFoundError(f"{prefix}no images found in {path}")
-        label_files = img2label_paths(im_files)
-        nc = len(names) if names else None
-        res = check_labels(im_files, label_files, nc, _cache_path(path, label_files), prefix)
         self.report = res.report
         keep = np.flatnonzero(res.usable)
         if len(keep) == 0:

@@ -100,8 +100,8 @@ def check_dataset(data: str | Path) -> dict:
     vals = out["val"] if isinstance(out["val"], list) else [out["val"]]
     missing = [v for v in vals if not _split_present(v)]
     if missing:
-        how = (f"download it on request with `python data/download.py {yaml_file.stem}`" if d.get("download")
-               else "put the dataset")
+        name = yaml_file.stem if yaml_file.parent == ROOT / "data" else yaml_file
+        how = f"download it with `python data/download.py {name}`" if d.get("download") else "put the dataset"
         raise FileNotFoundError(
             f"{yaml_file}: dataset not found, missing {missing}. Nothing is downloaded unasked: {how} under {root} "
             f"or change 'path' in {yaml_file.name}")

@@ -136,7 +136,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     val_loss = criterion is not None and model.has_val_loss  # a head may declare its loss eval-incapable
     if criterion is not None and not val_loss:
         LOGGER.info("val: this head's loss is not available in eval; validation loss reported as NaN")
-    coco = _coco_results(data, task, names, dataloader) if save_json else None
+    coco = _coco_results(data, task, names) if save_json else None
     pbar = tqdm(dataloader, desc=("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50",
                                                           "mAP50-95"), bar_format="{l_bar}{bar:10}{r_bar}")
     with nullcontext() if training else model.host_threads():  # a CPU runtime owns the cores
@@ -195,13 +195,13 @@ def _coco_split(data: dict, task: str) -> dict | None:
     return split if spec_kind(split) == "coco" else None
 
 
-def _coco_results(data: dict, task: str, names: dict[int, str], dataloader) -> CocoResults:
+def _coco_results(data: dict, task: str, names: dict[int, str]) -> CocoResults:
     """COCO-format results keyed as the split's own COCO JSON keys them (its image and category ids), or by
     YOLOv5's rule (file stems, COCO's 91 ids for COCO's 80 classes) for other datasets."""
     spec = _coco_split(data, task)
     if spec is None:
         return CocoResults.for_dataset(names)
-    image_ids, category_ids = coco_ids(spec, names, list(dataloader.dataset.im_files))
+    image_ids, category_ids = coco_ids(spec, names)
     LOGGER.info(f"save-json: image and category ids of {spec['coco']}")
     return CocoResults(category_ids, dict(names), image_ids=image_ids)
 

@@ -52,8 +52,9 @@ def test_dataloader_reads_a_coco_split(copies):
     for la, lb in zip(ds_a.labels, ds_b.labels):
         np.testing.assert_allclose(la, lb, rtol=0, atol=1e-7)
     assert Path(coco["val"]["coco"]).with_suffix(".cache").is_file()  # the label cache beside the JSON
-    image_ids, cats = coco_ids(coco["val"], coco["names"], ds_b.im_files)
-    assert sorted(image_ids.values()) == list(range(1, len(ds_b) + 1)) and cats == [i + 1 for i in coco["names"]]
+    image_ids, cats = coco_ids(coco["val"], coco["names"])
+    assert [image_ids[f] for f in ds_b.im_files] == list(range(1, len(ds_b) + 1))
+    assert cats == [i + 1 for i in coco["names"]]
 
 
 def test_mixed_list_split(copies):
@@ -120,7 +121,7 @@ def test_coco_names_in_yaml_map_by_name(coco_edge):
     data = check_dataset(f)
     _, _, res = load_split(data["val"], data["names"])
     assert res.labels[0][:, 0].tolist() == [0] and res.labels[2][:, 0].tolist() == [2]
-    assert coco_ids(data["val"], data["names"], [])[1] == [7, -1, 3]
+    assert coco_ids(data["val"], data["names"])[1] == [7, -1, 3]
 
 
 def test_coco_bad_files(coco_edge):

@@ -221,14 +221,14 @@ def _fill_coco(ann: Annotated, anns: list[dict], cat_cls: dict) -> None:
     ann.ids = np.array(ids)
 
 
-def coco_ids(spec: dict, names: dict[int, str], im_files: list[str]) -> tuple[dict[str, int], list[int]]:
+def coco_ids(spec: dict, names: dict[int, str]) -> tuple[dict[str, int], list[int]]:
     """For ``val.py --save-json`` against a COCO split's own JSON: image file -> its image id, and the category id
     of each class index (-1 for a class the JSON lacks)."""
     d = _read_json(spec["coco"])
     images = Path(spec["images"])
     ids = {str(images / str(im["file_name"])): im["id"] for im in d["images"]}
     cat_of = {str(c["name"]): c["id"] for c in d["categories"]}
-    return {f: ids[f] for f in im_files if f in ids}, [cat_of.get(names[i], -1) for i in sorted(names)]
+    return ids, [cat_of.get(names[i], -1) for i in sorted(names)]
 
 
 # ------------------------------------------------------------------ VOC XML

@@ -1,5 +1,5 @@
-"""The YOLO-format training/validation dataset and dataloader (data YAMLs: utils/data/config.py; label checks
-and their cache: utils/data/labels.py; both re-exported here).
+"""The training/validation dataset and dataloader (data YAMLs: utils/data/config.py; label checks and their
+cache: utils/data/labels.py; both re-exported here; COCO JSON and VOC XML splits: utils/data/annotations.py).
 
 Shape shorthand:
     B: images in a batch      M: boxes in a batch      n: boxes in one image
@@ -82,7 +82,7 @@ def _check_hyp(hyp: dict | None, augment: bool) -> dict:
 
 
 class LoadImagesAndLabels(Dataset):
-    """YOLO-format images and labels with YOLOv5's augmentation (see the module docstring for the item
+    """Images and labels (YOLO txt, COCO JSON or VOC XML) with YOLOv5's augmentation (see the module docstring for the item
     layout and the pairing rules). Index with an int, or with the sampler's ``(index, epoch, mosaic_on)``."""
 
     def __init__(self, path, img_size: int = 640, batch_size: int = 16, augment: bool = False,

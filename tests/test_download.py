@@ -5,6 +5,7 @@ import hashlib
 import io
 import re
 import socket
+import tarfile
 import zipfile
 
 import numpy as np
@@ -146,3 +147,16 @@ def test_bad_download_entries():
         parse_assets([{"url": "http://x/y.zip", "md5": "abc"}], "d.yaml")
     with pytest.raises(ValueError, match="64 hex digits"):
         parse_assets([{"url": "http://x/y.zip", "sha256": "abc"}], "d.yaml")
+
+
+def test_tar_archives_unpack(tmp_path):
+    """VOC ships as tar files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo("VOCdevkit/VOC2007/ImageSets/Main/test.txt")
+        info.size = 7
+        t.addfile(info, io.BytesIO(b"000001\n"))
+    data = buf.getvalue()
+    with FileServer({"/v.tar": data}) as srv:
+        download_dataset(tmp_path, [Asset(srv.url("/v.tar"), len(data), hashlib.sha256(data).hexdigest())], **FAST)
+    assert (tmp_path / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").read_text() == "000001\n"

@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import ssl
 import tarfile
 import time
 import urllib.error
@@ -30,6 +31,9 @@ CHUNK = 1 << 20  # bytes per read
 RETRIES = 5  # reconnects (each resuming where the last stopped) before a network failure is reported
 TIMEOUT_S = 60.0  # socket timeout per connect / read
 BACKOFF_S = 1.0  # first wait between reconnects, doubled each time (capped at 30 s)
+
+
+NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, ssl.SSLError)
 
 
 class DownloadError(RuntimeError):
@@ -83,7 +87,7 @@ def fetch(asset: Asset, folder: Path, retries: int = RETRIES, timeout: float = T
         try:
             _get(asset, part, timeout)
             break
-        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets are OSErrors
+        except NETWORK_ERRORS as e:
             if isinstance(e, urllib.error.HTTPError) and e.code < 500 and e.code != 408:
                 raise DownloadError(f"{asset.url}: HTTP {e.code} {e.reason}") from None
             if attempt == retries:
@@ -178,6 +182,13 @@ def unpack(archive: Path, into: Path) -> None:
                 raise DownloadError(f"{archive}: damaged archive ({e}); delete it and run again") from None
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as t:
+            if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4: check the members ourselves
+                bad = [m.name for m in t.getmembers() if not (base / m.name).resolve().is_relative_to(base)
+                       or m.issym() or m.islnk() or m.isdev()]
+                if bad:
+                    raise DownloadError(f"{archive}: member {bad[0]!r} is a link, a device or outside {into}")
+                t.extractall(into)
+                return
             try:
                 t.extractall(into, filter="data")
             except tarfile.FilterError as e:

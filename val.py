@@ -19,6 +19,7 @@ from tqdm import tqdm
 from models.backends import Backend, inference_size
 from models.runtime import backend_choices, runtime_backend
 from utils.boxes import postprocess, scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.data.annotations import coco_ids, spec_kind
 from utils.data.check_image import check_image
 from utils.data.dataloaders import check_dataset, create_dataloader
 from utils.evaluation.coco import CocoResults, coco_eval
@@ -134,7 +135,7 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     val_loss = criterion is not None and model.has_val_loss  # a head may declare its loss eval-incapable
     if criterion is not None and not val_loss:
         LOGGER.info("val: this head's loss is not available in eval; validation loss reported as NaN")
-    coco = CocoResults.for_dataset(names) if save_json else None
+    coco = _coco_results(data, task, names) if save_json else None
     pbar = tqdm(dataloader, desc=("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50",
                                                           "mAP50-95"), bar_format="{l_bar}{bar:10}{r_bar}")
     with nullcontext() if training else model.host_threads():  # a CPU runtime owns the cores
@@ -187,14 +188,33 @@ def run(data: dict | str = "shapes.yaml", weights: str | None = None, batch_size
     return res
 
 
+def _coco_split(data: dict, task: str) -> dict | None:
+    """The split's COCO JSON entry when the split is exactly one (utils/data/annotations.py), else None."""
+    split = data.get(task if task in ("train", "val", "test") else "val")
+    return split if spec_kind(split) == "coco" else None
+
+
+def _coco_results(data: dict, task: str, names: dict[int, str]) -> CocoResults:
+    """COCO-format results keyed as the split's own COCO JSON keys them (its image and category ids), or by
+    YOLOv5's rule (file stems, COCO's 91 ids for COCO's 80 classes) for other datasets."""
+    spec = _coco_split(data, task)
+    if spec is None:
+        return CocoResults.for_dataset(names)
+    image_ids, category_ids = coco_ids(spec, names)
+    LOGGER.info(f"save-json: image and category ids of {spec['coco']}")
+    return CocoResults(category_ids, dict(names), image_ids=image_ids)
+
+
 def _save_json(coco: CocoResults, data: dict, task: str, pred_json: Path, res: ValResult) -> None:
-    """Write the COCO-format detections and score them with pycocotools: against the dataset's official
-    ``annotations/instances_val2017.json`` when it has one (--task val; its mAP50-95 and mAP50 then replace
-    ours, as in YOLOv5), else against our own labels converted to COCO ground truth (printed only)."""
+    """Write the COCO-format detections and score them with pycocotools: against the split's own COCO JSON when
+    it is one, or the dataset's official ``annotations/instances_val2017.json`` when it has one (--task val; its
+    mAP50-95 and mAP50 then replace ours, as in YOLOv5: pycocotools ignores crowd regions, ours count a detection
+    there as a false positive), else against our own labels converted to COCO ground truth (printed only)."""
     coco.finish()
     coco.write(pred_json)
-    official = Path(data.get("path") or ".") / "annotations" / "instances_val2017.json"
-    if task == "val" and official.is_file():
+    spec = _coco_split(data, task)
+    official = Path(spec["coco"]) if spec else Path(data.get("path") or ".") / "annotations" / "instances_val2017.json"
+    if (spec or task == "val") and official.is_file():
         LOGGER.info(f"COCOeval against {official}")
         stats = coco_eval(official, pred_json, coco.images)
         if stats is not None:

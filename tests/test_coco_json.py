@@ -147,3 +147,29 @@ def test_image_ids_follow_yolov5_and_stay_one_type():
     gt = coco.ground_truth()
     assert [i["id"] for i in gt["images"]] == ["7", "dog"] and gt["annotations"][0]["image_id"] == "7"
     assert gt["annotations"][0]["bbox"] == [1.0, 2.0, 10.0, 20.0]
+
+
+def test_coco_split_is_scored_against_its_own_json(tmp_path, monkeypatch, caplog):
+    """A val split given as {coco: json, images: dir}: detections carry the JSON's own image ids (not the stems)
+    and category ids (with gaps); a crowd box is no target of ours and an ignore region for pycocotools."""
+    root = tmp_path / "own"
+    (root / "imgs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images, anns, cat = [], [], {"a": 5, "b": 9}
+    for k, (stem, (w, h, boxes)) in enumerate(IMAGES.items(), 101):
+        cv2.imwrite(str(root / "imgs" / f"{stem}.png"), rng.integers(0, 255, (h, w, 3), np.uint8))
+        images.append({"id": k, "file_name": f"{stem}.png", "width": w, "height": h})
+        anns += [{"image_id": k, "category_id": cat["a" if c == 0 else "b"],
+                  "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0} for c, x, y, bw, bh in boxes]
+    anns.append({"image_id": 101, "category_id": 5, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 1})
+    for i, a in enumerate(anns, 1):
+        a["id"] = i
+    (root / "instances.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": i, "name": n} for n, i in cat.items()]}))
+    spec = {"coco": "instances.json", "images": "imgs"}
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": spec, "val": spec}))  # names: JSON's
+    with caplog.at_level(logging.INFO):
+        res, rows = _run_val(root / "data.yaml", tmp_path, monkeypatch)
+    assert "image and category ids of" in caplog.text and "reported from pycocotools" in caplog.text
+    assert {r["image_id"] for r in rows} == {101, 102, 103} and {r["category_id"] for r in rows} == {5, 9}
+    assert res.map == pytest.approx(1.0, abs=1e-3)  # the crowd box neither missed nor needed

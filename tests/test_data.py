@@ -148,7 +148,7 @@ def test_check_dataset_bare_name_and_missing_real_dataset(tmp_path):
         root = tmp_path / "coco128"
         name = tmp_path / "coco128.yaml"
         name.write_text(yaml.safe_dump({**d, "path": str(root)}))
-    with pytest.raises(FileNotFoundError, match="never downloads") as e:
+    with pytest.raises(FileNotFoundError, match="Nothing is downloaded unasked.*python data/download.py coco128") as e:
         check_dataset(name)
     assert str(root) in str(e.value)
     assert dl.resolve_data_yaml("VOC") == dl.ROOT / "data" / "VOC.yaml"

@@ -1,5 +1,5 @@
-"""The YOLO-format training/validation dataset and dataloader (data YAMLs: utils/data/config.py; label checks
-and their cache: utils/data/labels.py; both re-exported here).
+"""The training/validation dataset and dataloader (data YAMLs: utils/data/config.py; label checks and their
+cache: utils/data/labels.py; both re-exported here; COCO JSON and VOC XML splits: utils/data/annotations.py).
 
 Shape shorthand:
     B: images in a batch      M: boxes in a batch      n: boxes in one image
@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from utils import LOGGER
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.data.annotations import load_split
 from utils.data.augmentations import (
     Albumentations,
     augment_hsv,
@@ -81,7 +82,7 @@ def _check_hyp(hyp: dict | None, augment: bool) -> dict:
 
 
 class LoadImagesAndLabels(Dataset):
-    """YOLO-format images and labels with YOLOv5's augmentation (see the module docstring for the item
+    """Images and labels (YOLO txt, COCO JSON or VOC XML) with YOLOv5's augmentation (see the module docstring for the item
     layout and the pairing rules). Index with an int, or with the sampler's ``(index, epoch, mosaic_on)``."""
 
     def __init__(self, path, img_size: int = 640, batch_size: int = 16, augment: bool = False,
@@ -93,12 +94,9 @@ class LoadImagesAndLabels(Dataset):
         self.hyp = _check_hyp(hyp, augment)
         self.mosaic = augment and not rect  # the strong augmentation (mosaic + mixup); see close_mosaic()
         self.epoch = 0
-        im_files = list_images(path)
+        im_files, label_files, res = load_split(path, names, prefix)  # YOLO labels, COCO JSON or VOC XML
         if not im_files:
             raise FileNotFoundError(f"{prefix}no images found in {path}")
-        label_files = img2label_paths(im_files)
-        nc = len(names) if names else None
-        res = check_labels(im_files, label_files, nc, _cache_path(path, label_files), prefix)
         self.report = res.report
         keep = np.flatnonzero(res.usable)
         if len(keep) == 0:

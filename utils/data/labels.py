@@ -37,6 +37,12 @@ ISSUES = {
     "clipped": ("box(es) reaching outside the image clipped to it", False),
     "zero_area": ("zero-area box(es) dropped", False),
     "duplicate": ("duplicate label row(s) dropped", False),
+    # COCO JSON / VOC XML datasets (utils/data/annotations.py)
+    "crowd": ("crowd box(es) (COCO iscrowd=1) not used as training/val targets", False),
+    "difficult": ("VOC object(s) marked difficult skipped (keep them with 'difficult: true')", False),
+    "unknown_class": ("object(s) of a class not in the data YAML's names skipped", False),
+    "malformed": ("annotation(s) without a valid box skipped", False),
+    "size_mismatch": ("image(s) whose annotated size differs from the image file (boxes scaled to the file)", False),
 }
 
 
@@ -191,38 +197,40 @@ def parse_label_file(lb_file: str, nc: int | None) -> ItemCheck:
 
 
 def _check_boxes(cls: np.ndarray, xyxy: np.ndarray, vrange: np.ndarray, lines: np.ndarray, lb_file: str,
-                 nc: int | None) -> ItemCheck:
-    """Class ids, coordinate range, clipping, zero area and duplicates of one file's boxes (vectorised)."""
+                 nc: int | None, row: str = "") -> ItemCheck:
+    """Class ids, coordinate range, clipping, zero area and duplicates of one file's boxes (vectorised).
+    Messages name ``lb_file:{row}{line}`` (``row``: e.g. 'annotation id ' where lines are not line numbers)."""
     bad_cls = (cls < 0) | (cls != np.round(cls)) | ((cls >= nc) if nc is not None else False)
     if bad_cls.any():
         j = int(np.argmax(bad_cls))
-        msg = f"{lb_file}:{lines[j]}: class id {cls[j]:g} not an integer in [0, {nc - 1 if nc else 'nc-1'}]"
+        msg = f"{lb_file}:{row}{lines[j]}: class id {cls[j]:g} not an integer in [0, {nc - 1 if nc else 'nc-1'}]"
         return ItemCheck(None, (0, 0), found=True, issues=[("class_id", 1, msg)])
     item = ItemCheck(None, (0, 0), found=True)
     keep = (vrange[:, 0] >= -CLIP_TOL) & (vrange[:, 1] <= 1 + CLIP_TOL)
-    _note(item, "out_of_bounds", ~keep, lines, lb_file, lambda j: f"values span [{vrange[j, 0]:g}, {vrange[j, 1]:g}]")
+    where = f"{lb_file}:{row}"
+    _note(item, "out_of_bounds", ~keep, lines, where, lambda j: f"values span [{vrange[j, 0]:g}, {vrange[j, 1]:g}]")
     clipped = np.clip(xyxy, 0, 1)
     moved = keep & (np.abs(clipped - xyxy) > CLIP_QUIET).any(1)
-    _note(item, "clipped", moved, lines, lb_file,
+    _note(item, "clipped", moved, lines, where,
           lambda j: f"box {np.round(xyxy[j], 4).tolist()} (xyxy) clipped to [0, 1]")
     wh = clipped[:, 2:] - clipped[:, :2]
     zero = keep & (wh <= MIN_WH).any(1)
-    _note(item, "zero_area", zero, lines, lb_file, lambda j: f"box w={wh[j, 0]:g} h={wh[j, 1]:g}")
+    _note(item, "zero_area", zero, lines, where, lambda j: f"box w={wh[j, 0]:g} h={wh[j, 1]:g}")
     keep &= ~zero
     boxes = np.concatenate((cls[:, None], (clipped[:, :2] + clipped[:, 2:]) / 2, wh), 1)[keep].astype(np.float32)
     _, first = np.unique(boxes, axis=0, return_index=True)
     dup = np.ones(len(boxes), bool)
     dup[first] = False
-    _note(item, "duplicate", dup, lines[keep], lb_file, lambda j: "repeats an earlier row")
+    _note(item, "duplicate", dup, lines[keep], where, lambda j: "repeats an earlier row")
     item.labels = boxes[np.sort(first)]
     item.empty = len(item.labels) == 0
     return item
 
 
-def _note(item: ItemCheck, kind: str, mask: np.ndarray, lines: np.ndarray, lb_file: str, what) -> None:
+def _note(item: ItemCheck, kind: str, mask: np.ndarray, lines: np.ndarray, where: str, what) -> None:
     if mask.any():
         j = int(np.argmax(mask))
-        item.issues.append((kind, int(mask.sum()), f"{lb_file}:{lines[j]}: {what(j)}"))
+        item.issues.append((kind, int(mask.sum()), f"{where}{lines[j]}: {what(j)}"))
 
 
 def verify_image_label(args: tuple[str, str, int | None]) -> ItemCheck:
@@ -237,8 +245,9 @@ def verify_image_label(args: tuple[str, str, int | None]) -> ItemCheck:
     return item
 
 
-def _dataset_hash(im_files: list[str], label_files: list[str], nc: int | None) -> str:
-    h = hashlib.md5(f"v{CACHE_VERSION} nc={nc}".encode())
+def _dataset_hash(im_files: list[str], label_files: list[str], nc: int | None, extra: str = "") -> str:
+    """md5 of the files' paths, sizes and mtimes, nc and ``extra`` (any other setting the checks depend on)."""
+    h = hashlib.md5(f"v{CACHE_VERSION} nc={nc}{' ' + extra if extra else ''}".encode())
     for f in im_files + label_files:
         try:
             st = os.stat(f)
@@ -260,24 +269,29 @@ class CheckResult:
 
 def check_labels(im_files: list[str], label_files: list[str], nc: int | None, cache_path: Path,
                  prefix: str = "") -> CheckResult:
-    """Check every pair once and cache the outcome in ``cache_path`` (keyed by a hash of the file list,
-    sizes, mtimes and nc). A stale or unreadable cache is rebuilt. The report is logged either way."""
-    h = _dataset_hash(im_files, label_files, nc)
+    """Check every image/label-file pair once and cache the outcome in ``cache_path`` (keyed by a hash of the file
+    list, sizes, mtimes and nc). A stale or unreadable cache is rebuilt. The report is logged either way."""
+    jobs = [(a, b, nc) for a, b in zip(im_files, label_files)]
+    return check_items(jobs, verify_image_label, _dataset_hash(im_files, label_files, nc), cache_path, prefix)
+
+
+def check_items(jobs: list, verify, h: str, cache_path: Path, prefix: str = "") -> CheckResult:
+    """``verify(job) -> ItemCheck`` for every job (one per image, run in threads) unless ``cache_path`` holds the
+    results for hash ``h``; the results are cached there and their report logged."""
     result = load_cache(cache_path, h)
     if result is None:
-        result = _run_checks(im_files, label_files, nc, prefix)
+        result = _run_checks(jobs, verify, prefix)
         save_cache(cache_path, h, result, prefix)
     result.report.log(prefix, str(cache_path.with_suffix("")))
     return result
 
 
-def _run_checks(im_files: list[str], label_files: list[str], nc: int | None, prefix: str) -> CheckResult:
-    n = len(im_files)
+def _run_checks(jobs: list, verify, prefix: str) -> CheckResult:
+    n = len(jobs)
     rep = LabelReport(total=n)
     labels, shapes, usable = [], np.zeros((n, 2), np.int64), np.zeros(n, bool)
-    jobs = [(a, b, nc) for a, b in zip(im_files, label_files)]
     with ThreadPool(NUM_THREADS) as pool:
-        bar = tqdm(pool.imap(verify_image_label, jobs, chunksize=16), total=n, desc=f"{prefix}Checking labels",
+        bar = tqdm(pool.imap(verify, jobs, chunksize=16), total=n, desc=f"{prefix}Checking labels",
                    disable=n < 200)
         for i, item in enumerate(bar):
             rep.found += item.found

@@ -59,6 +59,7 @@ class CocoResults:
     images: list[int | str] = field(default_factory=list)  # image ids in loader order
     detections: list[dict] = field(default_factory=list)
     labels: list[dict] = field(default_factory=list)
+    image_ids: dict[str, int | str] | None = None  # image file -> id (a COCO JSON's own); else YOLOv5's stem rule
 
     @classmethod
     def for_dataset(cls, names: dict[int, str]) -> CocoResults:
@@ -69,7 +70,7 @@ class CocoResults:
 
     def add(self, path: str | Path, pred: torch.Tensor, labels: torch.Tensor) -> None:
         """One image: ``pred`` (n, 6) xyxy, conf, cls and ``labels`` (m, 5) cls, xyxy, original-image pixels."""
-        iid = image_id(path)
+        iid = self.image_ids[str(path)] if self.image_ids and str(path) in self.image_ids else image_id(path)
         self.images.append(iid)
         for box, conf, cls in zip(_xywh_rows(pred[:, :4]), pred[:, 4].tolist(), pred[:, 5].tolist()):
             self.detections.append({"image_id": iid, "category_id": self.category_ids[int(cls)],

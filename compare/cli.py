@@ -9,6 +9,7 @@ from compare.decide import DEFAULT_MARGIN, decide_all, pairs_of_interest, planne
 from compare.plan import ROOT, resolve_pairs, setup_experiment
 from compare.report import report
 from compare.runner import RunsFailed, train_all
+from compare.tracking import close_comparison, open_comparison
 from utils import LOGGER
 from utils.evaluation.sequential import ALPHA, MIN_SEEDS
 from utils.io.lock import FolderLock
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         lock = FolderLock(exp, "compare folder")
         lock.acquire()
+        open_comparison(exp, plan)  # train.py's --mlflow / --wandb: one parent run / group (compare/tracking.py)
         t0 = time.time()
         if "decide" in plan:
             LOGGER.info(f"compare --decide: {len(plan['cfg'])} cfgs, up to {plan['decide']['max_seeds']} seeds -> {exp}")
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             train_all(exp, plan, opt.jobs, ray=opt.ray)
         LOGGER.info(f"training done in {(time.time() - t0) / 3600:.3f} hours")
         report(exp, plan, opt.latency_runs, opt.bootstrap, pairs)
+        close_comparison(exp, plan)
     except (FileNotFoundError, ValueError) as e:
         LOGGER.error(f"error: {e}")
         return 2

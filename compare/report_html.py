@@ -19,18 +19,20 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 
 
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#fff}
-main{max-width:1400px;margin:0 auto;padding:1.2rem 1.6rem 3rem}
+main{max-width:1800px;margin:0 auto;padding:1.2rem 1.6rem 3rem}
 h1{font-size:1.6rem;margin:.2rem 0 .6rem}h2{font-size:1.2rem;margin:2rem 0 .6rem;border-bottom:1px solid #dde1e8}
 code{background:#f2f4f7;border-radius:3px;padding:0 .25em;font-size:.9em}
 .scroll{overflow-x:auto;margin:.6rem 0}
-table{border-collapse:collapse;font-size:.88rem;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #d5dae3;padding:.28rem .5rem;text-align:left;vertical-align:top}
-th{background:#eef1f6;white-space:nowrap}td{white-space:nowrap}td.long{white-space:normal;min-width:16rem}tbody tr:nth-child(even){background:#f8f9fb}
-table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#dfe5ef}
+table{border-collapse:collapse;font-size:.85rem;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #d5dae3;padding:.25rem .45rem;text-align:left;vertical-align:top}
+th{background:#eef1f6;white-space:nowrap}td.num{white-space:nowrap}td.long{min-width:15rem}tbody tr:nth-child(even){background:#f8f9fb}
+table.sortable th{cursor:pointer;user-select:none}
+#summary th:first-child,#summary td:first-child{position:sticky;left:0;background:#fff;box-shadow:1px 0 0 #d5dae3}
+#summary th:first-child{background:#eef1f6}table.sortable th:hover{background:#dfe5ef}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-.v-better{color:#0a7b34;font-weight:600}.v-worse{color:#b42318;font-weight:600}
+td[class^=v-]{white-space:nowrap}.v-better{color:#0a7b34;font-weight:600}.v-worse{color:#b42318;font-weight:600}
 .v-within-noise,.v-undecided{color:#6b7280}.v-equivalent{color:#1d4ed8}
-img{max-width:100%;height:auto;border:1px solid #e4e7ec;margin:.4rem 0}
+img{max-width:min(100%,960px);height:auto;border:1px solid #e4e7ec;margin:.4rem 0}
 details{margin:.6rem 0}summary{cursor:pointer;color:#1d4ed8}
 """
 
@@ -106,7 +108,8 @@ def table_html(rows: list[list[str]], folder: Path, attrs: str = "", raw: bool =
     """A header row and body rows as a table (cells as Markdown, or ``raw`` text as it is)."""
     def cell(tag: str, text: str) -> str:
         html = escape(text) if raw else inline(text, folder)
-        cls = verdict_class(text.strip("* ")) or (' class="long"' if len(text) > 28 else "")
+        cls = verdict_class(text.strip("* ")) or (' class="long"' if len(text) > 28 else
+                                                  ' class="num"' if re.match(r"[+\-−]?\d", text) else "")
         return f"<{tag}{cls}>{html}</{tag}>"
 
     head = "".join(cell("th", c) for c in rows[0])

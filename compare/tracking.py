@@ -85,8 +85,15 @@ def report_rows(exp: Path) -> list[dict]:
 
 
 def close_comparison(exp: Path, plan: dict) -> None:
-    """After the report: the report in the trackers (see the module's docstring); the MLflow parent run closed."""
-    asked, record = trackers(plan), read_tracking(exp)
+    """After the report: the report in the trackers (see the module's docstring); the MLflow parent run closed. A
+    tracker's failure here is a warning: the report is written."""
+    try:
+        send_report(exp, trackers(plan), read_tracking(exp))
+    except Exception as e:  # noqa: BLE001 (a tracker's client raises many kinds; the report is on disk)
+        LOGGER.warning(f"trackers: sending the report failed ({type(e).__name__}: {e}); it is in {exp}")
+
+
+def send_report(exp: Path, asked: dict, record: dict) -> None:
     files = [exp / f for f in REPORT_FILES if (exp / f).is_file()]
     plots = sorted(exp.glob("*.png"))
     if "mlflow" in asked and "mlflow" in record:

@@ -229,3 +229,18 @@ def test_tracker_flags_and_names(tmp_path, monkeypatch):
         logger_hooks(Namespace(mlflow=True, wandb=False))
     assert metric_name("metrics/mAP_0.5:0.95") == "metrics/mAP_0.5-0.95" and metric_name("x/lr0") == "x/lr0"
     assert project_name(ROOT / "runs" / "train") == "HeadZoo" and project_name("/data/my-runs") == "my-runs"
+
+
+def test_tracker_flags_pass_through_compare_and_do_not_change_the_pairing(tmp_path):
+    """--mlflow URI / --wandb MODE reach train.py through compare.py; adding them to a finished comparison's folder
+    (--exist-ok) keeps its runs paired, as they change no training."""
+    import compare
+
+    opt, rest = compare.parse_opt(["--cfg", "a.yaml", "--project", str(tmp_path), "--epochs", "2"])
+    compare.setup_experiment(opt, rest)
+    opt, rest = compare.parse_opt(["--cfg", "a.yaml", "--project", str(tmp_path), "--epochs", "2", "--exist-ok",
+                                   "--mlflow", "sqlite:///x.db", "--wandb", "offline"])
+    exp, plan = compare.setup_experiment(opt, rest)
+    assert exp == tmp_path / "exp" and plan["recipe"]["mlflow"] == "sqlite:///x.db"
+    assert plan["recipe"]["wandb"] == "offline"
+    assert compare.train_recipe(["--mlflow"])["mlflow"] is True and compare.train_recipe([])["mlflow"] is False

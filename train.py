@@ -75,6 +75,7 @@ from utils.training import signals
 from utils.training.evolve import evolve
 from utils.training.faults import disk_full_message, stopped_message
 from utils.training.hooks import EpochEnd, Hook, bn_batches, default_hooks, ordered  # noqa: F401 (bn_batches: train.bn_batches)
+from utils.training.loggers import logger_hooks
 from utils.training.options import check_opt, train_parser
 from utils.training.schedules import multi_scale_size, one_cycle
 from utils.training.signals import Interrupted
@@ -195,7 +196,7 @@ class Trainer:
 
     def __init__(self, opt: argparse.Namespace, hooks: list[Hook] | tuple = ()):
         self.opt = opt
-        self.hooks = ordered([*default_hooks(opt), *hooks])
+        self.hooks = ordered([*default_hooks(opt), *logger_hooks(opt), *hooks])
         self.dist = DistContext.current()  # rank 0 of 1 unless launched by torchrun
         self.main = self.dist.main
         self.save_dir = Path(opt.save_dir)
@@ -513,7 +514,8 @@ def train_generation(opt: argparse.Namespace, hyp: dict, save_dir: Path) -> dict
     """One generation's short run (its folder rebuilt if a killed run left one): final-epoch val results."""
     shutil.rmtree(save_dir, ignore_errors=True)
     gopt = argparse.Namespace(**{**vars(opt), "hyp": hyp, "save_dir": str(save_dir), "noval": True, "nosave": True,
-                                 "noplots": True, "evolve": None})
+                                 "noplots": True, "evolve": None, "mlflow": False,
+                                 "wandb": False})  # a generation is not tracked: evolve.csv is its record
     trainer = Trainer(gopt)
     res = trainer.fit()
     shutil.rmtree(trainer.wdir, ignore_errors=True)  # results.csv stays; the weights are not the product

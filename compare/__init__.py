@@ -6,6 +6,8 @@
     statistics/    one module per statistic (speed, accuracy, seed interval, bootstrap, TIDE, stability),
                    registered in statistics.STATISTICS; base.py is the contract
     report.py      report.csv, pairs.csv, report.md assembled from the statistics
+    report_html.py report.html: report.md, report.csv and the plots as one offline page, sortable tables
+    tracking.py    train.py's --mlflow / --wandb for a comparison: one MLflow parent run / W&B group
     plots.py       figure helpers the statistics share
 """
 from compare.cli import main, parse_opt

@@ -9,6 +9,7 @@ from compare.decide import DEFAULT_MARGIN, decide_all, pairs_of_interest, planne
 from compare.plan import ROOT, resolve_pairs, setup_experiment
 from compare.report import report
 from compare.runner import RunsFailed, train_all
+from compare.tracking import close_comparison, open_comparison
 from utils import LOGGER
 from utils.evaluation.sequential import ALPHA, MIN_SEEDS
 from utils.io.lock import FolderLock
@@ -23,6 +24,7 @@ USAGE = """A/B-compare model configs on one training pipeline, with the run-to-r
     python compare.py --cfg ... --jobs 2    # train 2 runs at once, each in its own process (CPU: 1 thread each)
     python compare.py --cfg ... --device 0,1,2,3   # 4 runs at once, one per GPU
     python compare.py --cfg yolov5n-decoupled.yaml 'yolov5n-decoupled.yaml --precise-bn 0'   # an arm's own flags
+    python compare.py --cfg yolov5n.yaml yolov5n-decoupled.yaml --mlflow   # one MLflow parent run, a child per run
     python compare.py --cfg yolov5n.yaml yolov5n-decoupled.yaml yolov5n-decoupled-af.yaml \
         --pairs yolov5n-decoupled-af:yolov5n-decoupled   # also report af minus decoupled, beside each vs the first
 
@@ -46,6 +48,9 @@ per epoch and final/best mAP as mean ± std over seeds; per cfg against the firs
 mAP50-95 with a 95% t-interval and a verdict (better / worse / within noise), see utils/evaluation/stats.py, the val-image
 bootstrap beside it, and the TIDE error breakdown; ``--pairs ARM:BASE`` adds the same figures for other pairs.
 Each figure is a statistic in compare/statistics/ (README "Extending": adding one is one file and one table line).
+report.html has it all on one page that opens offline (sortable tables, the plots embedded). train.py's --mlflow
+[URI] / --wandb [MODE] group the comparison in the tracker: an MLflow parent run (the report on it) with each arm x
+seed a nested child tagged arm and seed, or one W&B group (compare/tracking.py).
 """
 
 
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         lock = FolderLock(exp, "compare folder")
         lock.acquire()
+        open_comparison(exp, plan)  # train.py's --mlflow / --wandb: one parent run / group (compare/tracking.py)
         t0 = time.time()
         if "decide" in plan:
             LOGGER.info(f"compare --decide: {len(plan['cfg'])} cfgs, up to {plan['decide']['max_seeds']} seeds -> {exp}")
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             train_all(exp, plan, opt.jobs, ray=opt.ray)
         LOGGER.info(f"training done in {(time.time() - t0) / 3600:.3f} hours")
         report(exp, plan, opt.latency_runs, opt.bootstrap, pairs)
+        close_comparison(exp, plan)
     except (FileNotFoundError, ValueError) as e:
         LOGGER.error(f"error: {e}")
         return 2

@@ -14,6 +14,7 @@ from utils.io.files import increment_path, yaml_load, yaml_save
 
 ROOT = Path(__file__).resolve().parents[1]
 SET_BY_COMPARE = ("cfg", "seed", "project", "name", "exist_ok", "resume")  # train.py options compare.py owns
+TRACKERS = ("mlflow", "wandb")  # train.py options that log a run without changing it: not part of the pairing
 
 
 def train_recipe(train_args: list[str]) -> dict:
@@ -62,7 +63,8 @@ def setup_experiment(opt: argparse.Namespace, train_args: list[str]) -> tuple[Pa
     old = exp / "compare.yaml"
     if old.is_file():
         before = {**train_recipe([]), **yaml_load(old).get("recipe", {})}  # a flag added since: its default then
-        diff = sorted(k for k in set(before) | set(plan["recipe"]) if before.get(k) != plan["recipe"].get(k))
+        diff = sorted(k for k in set(before) | set(plan["recipe"])
+                      if before.get(k) != plan["recipe"].get(k) and k not in TRACKERS)
         if diff:
             changes = "; ".join(f"{k}: {before.get(k)!r} then, {plan['recipe'].get(k)!r} now" for k in diff)
             raise ValueError(f"{old} was made with other train.py options ({changes}); runs of another recipe "

@@ -1,5 +1,6 @@
 """The report of a comparison: report.csv (a row per arm), pairs.csv (a row per --pairs pair), report.md and the
-plots, each assembled from the statistics in ``compare.statistics.STATISTICS``."""
+plots, each assembled from the statistics in ``compare.statistics.STATISTICS``; report.html, all of them as one
+page (compare/report_html.py)."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +8,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
+from compare.report_html import write_html
 from compare.statistics import STATISTICS
 from compare.summary import ArmSummary, Comparison, Pair, summarise_arm
 from utils import LOGGER
@@ -121,8 +123,10 @@ def report(exp: Path, plan: dict, latency_runs: int, n_boot: int = 1000,
         write_pairs_csv(exp / "pairs.csv", cmp)
     plots = [p for s in STATISTICS for p in s.plots(cmp)]
     write_markdown(exp / "report.md", cmp, plots)
+    write_html(exp)  # report.md, report.csv and the plots as one page
     for line in markdown_table(cmp):
         LOGGER.info(line)
-    LOGGER.info(f"\nReport: {exp / 'report.md'} ({exp / 'report.csv'}, {'pairs.csv, ' if cmp.chosen else ''}"
+    LOGGER.info(f"\nReport: {exp / 'report.html'} (a page; {exp / 'report.md'}, {exp / 'report.csv'}, "
+                f"{'pairs.csv, ' if cmp.chosen else ''}"
                 f"{', '.join(p.name for p in plots)})")
     return cmp

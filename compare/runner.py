@@ -17,6 +17,7 @@ import torch
 
 import train
 from compare.plan import arm_name, run_dir, split_arm
+from compare.tracking import place_run
 from utils import LOGGER
 from utils.io.checkpoint import load_checkpoint
 from utils.io.results import MAP, MAP50, read_results
@@ -129,6 +130,7 @@ def train_run(exp: Path, cfg: str, seed: int, train_args: list[str], state: str,
             if stale.is_file():
                 LOGGER.info(f"removing {stale} of a run that saved no checkpoint")
                 stale.unlink()
+        place_run(exp, cfg, seed)  # its MLflow parent run / W&B group when the comparison is tracked
         model_cfg, arm_flags = split_arm(cfg)
         args = [*train_args, *arm_flags, "--cfg", model_cfg, "--seed", str(seed), "--project", str(run.parent), "--name", run.name,
                 "--exist-ok"]

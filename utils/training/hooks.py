@@ -27,6 +27,7 @@ the order of their ``priority`` (lower first; equal: the order given). The built
     55 TensorBoard      before_train: the graph; after_epoch: the row's scalars; after_train: the val images
     60 (a caller's hook, by default: it sees the validated, logged epoch before it is saved and may set end.stop)
     70 Checkpointer     after_epoch: last.pt / best.pt / epoch{N}.pt; after_train: optimizer stripped
+    75 (--mlflow, --wandb) after_epoch: the row's metrics; after_train: plots, files, weights (utils/training/loggers/)
     80 CompileReport    before_step / after_step: --compile's first-step and compiled-step times
 """
 from __future__ import annotations

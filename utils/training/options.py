@@ -62,6 +62,12 @@ def train_parser(description: str, project: Path) -> argparse.ArgumentParser:
     p.add_argument("--image-weights", action="store_true", help="draw images weighted by their classes' rarity")
     p.add_argument("--evolve", type=int, nargs="?", const=300, default=None,
                    help="evolve the hyperparameters for N generations (bare: 300) in runs/evolve/<name>")
+    p.add_argument("--mlflow", nargs="?", const=True, default=False, metavar="URI",
+                   help="log the run to MLflow (pip install mlflow): bare, MLflow's default store (MLFLOW_TRACKING_URI, "
+                        "else ./mlflow.db, what `mlflow ui` opens there); or a tracking URI (http://host:5000, a .db file)")
+    p.add_argument("--wandb", nargs="?", const=True, default=False, metavar="MODE",
+                   help="log the run to Weights & Biases (pip install wandb): offline (no account; wandb sync later), "
+                        "online, or bare: W&B's own choice (WANDB_MODE, else online after `wandb login`)")
     return p
 
 

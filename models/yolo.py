@@ -558,7 +558,8 @@ class DetectionModel(nn.Module):
         return count_params(self)[0] - extra
 
     def info(self, imgsz: int = 640) -> dict:
-        name = Path(self.yaml_file).stem.replace("yolov5", "YOLOv5") if self.yaml_file != "<dict>" else "Model"
+        stem = Path(self.yaml_file).stem if self.yaml_file != "<dict>" else "Model"
+        name = re.sub(r"^yolo(?=v?\d)", "YOLO", stem)  # yolov5s -> YOLOv5s, yolo11n -> YOLO11n
         stride = max(int(self.stride.max()), 32) if self.head.area_flops else imgsz
         info = model_info(self, name, imgsz, ch=self.yaml["ch"], stride=stride)
         info["deploy_parameters"] = self.deploy_params()

@@ -118,3 +118,34 @@ def test_max_channels_caps_before_the_width_gain():
     assert DetectionModel(cfg, verbose=False).model[7].conv.out_channels == 256
     with pytest.raises(ValueError, match="max_channels"):
         DetectionModel({**cfg, "max_channels": 0}, verbose=False)
+
+
+# Ultralytics' figures at nc=80: the totals as its cfg/models/v8/yolov8.yaml and 11/yolo11.yaml scale comments print
+# them (docs.ultralytics.com rounds them to 3.2M, 11.2M, 2.6M), the rows from its own build's layer table
+# (``YOLO("yolov8n.yaml")``, ultralytics 8.4)
+ULTRALYTICS_PARAMS = {"yolov8n.yaml": 3_157_200, "yolov8s.yaml": 11_166_560, "yolo11n.yaml": 2_624_080}
+ULTRALYTICS_ROWS = {
+    "yolov8n.yaml": [464, 4672, 7360, 18560, 49664, 73984, 197632, 295424, 460288, 164608, 0, 0, 148224, 0, 0, 37248,
+                     36992, 0, 123648, 147712, 0, 493056, 897664],
+    "yolo11n.yaml": [464, 4672, 6640, 36992, 26080, 147712, 87040, 295424, 346112, 164608, 249728, 0, 0, 111296, 0, 0,
+                     32096, 36992, 0, 86720, 147712, 0, 378880, 464912],
+}
+
+
+@pytest.mark.parametrize("cfg", sorted(ULTRALYTICS_PARAMS))
+def test_parameter_counts_equal_ultralytics(cfg):
+    model = DetectionModel(cfg)
+    assert sum(p.numel() for p in model.parameters()) == ULTRALYTICS_PARAMS[cfg]
+    if cfg in ULTRALYTICS_ROWS:
+        assert [int(m.np) for m in model.model] == ULTRALYTICS_ROWS[cfg]
+    assert model.stride.tolist() == [8, 16, 32]
+
+
+def test_yolo11n_rows_follow_the_scale():
+    model = DetectionModel("yolo11n.yaml")
+    # depth 0.50: every C3k2 holds round(2 x 0.5) = 1 block; c3k only in the rows that ask for it (6, 8, 22)
+    c3k2 = {m.i: m for m in model.model if isinstance(m, C3k2)}
+    assert {i for i, m in c3k2.items() if isinstance(m.m[0], C3k)} == {6, 8, 22}
+    assert all(len(m.m) == 1 for m in c3k2.values())
+    assert isinstance(model.model[10], C2PSA) and len(model.model[10].m) == 1
+    assert model.model[10].m[0].attn.num_heads == 2  # 1024 x 0.25 = 256 channels, half of them attended: 128 / 64

@@ -13,7 +13,8 @@ runs both):
   class, u the CIoU of the prediction with the gt clamped at 0 (Ultralytics; ``ciou=False``: the IoU, TOOD's);
 - each gt takes the ``topk`` priors of largest t among all priors; those that are its candidates are its positives;
 - a prior that several gts take goes to the gt whose box contains it with the largest u -- over every gt of the
-  image that has it as a candidate, not only those that took it (first gt on equal u);
+  image that has it as a candidate, not only those that took it (on equal u, the one ``Tensor.max`` returns, as
+  Ultralytics calls it: the first on CPU);
 - soft class target of a positive: its t x (max u over its gt's positives) / (max t over them + 1e-9).
 That target is the ``Assignment``'s ``matched_iou`` here (the soft class target of the contract; TOOD's normalised
 alignment, at most the gt's best u), so every loss that trains its classes against ``matched_iou`` trains them
@@ -51,22 +52,23 @@ def _tal_candidates(priors: Tensor, gt_boxes: Tensor, gt_mask: Tensor, min_size:
 
 def pairwise_ciou(gt_boxes: Tensor, pred_boxes: Tensor) -> Tensor:
     """CIoU of every gt with every prediction of its image: ``(B, G, 4)`` x ``(B, N, 4)`` xyxy -> ``(B, G, N)``,
-    with Ultralytics' epsilons (``CIOU_EPS`` on heights, union and diagonal), the aspect term per box."""
+    with Ultralytics' epsilons (``CIOU_EPS`` on heights, union and diagonal) and its order of operations (so the
+    values are bit-identical to its ``bbox_iou(gt, pred, xywh=False, CIoU=True)``), the aspect term per box."""
     gx1, gy1, gx2, gy2 = (gt_boxes[..., i, None] for i in range(4))  # each (B, G, 1)
     px1, py1, px2, py2 = (pred_boxes[..., i].unsqueeze(1) for i in range(4))  # each (B, 1, N)
     gw, gh = gx2 - gx1, gy2 - gy1 + CIOU_EPS
     pw, ph = px2 - px1, py2 - py1 + CIOU_EPS
-    inter = (torch.minimum(gx2, px2) - torch.maximum(gx1, px1)).clamp_(0) * (
-        torch.minimum(gy2, py2) - torch.maximum(gy1, py1)).clamp_(0)
-    union = gw * gh + pw * ph - inter + CIOU_EPS
-    iou = inter / union
-    cw = torch.maximum(gx2, px2) - torch.minimum(gx1, px1)  # enclosing box
-    ch = torch.maximum(gy2, py2) - torch.minimum(gy1, py1)
-    c2 = cw.pow(2) + ch.pow(2) + CIOU_EPS
-    rho2 = ((px1 + px2 - gx1 - gx2).pow(2) + (py1 + py2 - gy1 - gy2).pow(2)) / 4
-    v = (4 / math.pi ** 2) * ((pw / ph).atan() - (gw / gh).atan()).pow(2)
-    alpha = v / (1 - iou + v + CIOU_EPS)
-    return iou - (rho2 / c2 + v * alpha)
+    inter = torch.minimum(gx2, px2).sub_(torch.maximum(gx1, px1)).clamp_(0)  # (B, G, N)
+    inter.mul_(torch.minimum(gy2, py2).sub_(torch.maximum(gy1, py1)).clamp_(0))
+    union = (gw * gh + pw * ph).sub_(inter).add_(CIOU_EPS)
+    iou = inter.div_(union)
+    c2 = torch.maximum(gx2, px2).sub_(torch.minimum(gx1, px1)).square_()  # enclosing box diagonal^2
+    c2.add_(torch.maximum(gy2, py2).sub_(torch.minimum(gy1, py1)).square_()).add_(CIOU_EPS)
+    rho2 = ((px1 + px2) - gx1).sub_(gx2).square_()  # 4 x centre distance^2
+    rho2.add_(((py1 + py2) - gy1).sub_(gy2).square_()).div_(4)
+    v = ((pw / ph).atan() - (gw / gh).atan()).square_().mul_(4 / math.pi ** 2)
+    alpha = v / (1 - iou).add_(v).add_(CIOU_EPS)
+    return iou.sub_(rho2.div_(c2).add_(alpha.mul_(v)))
 
 
 def _gt_class_score(pred_cls_logits: Tensor, pred_obj_logits: Tensor | None, gt_labels: Tensor) -> Tensor:
@@ -80,12 +82,6 @@ def _gt_class_score(pred_cls_logits: Tensor, pred_obj_logits: Tensor | None, gt_
     except IndexError as err:  # CPU; a CUDA device asserts instead
         raise ValueError(f"gt_labels hold a class outside [0, nc={prob.shape[-1]}) "
                          f"(nc from pred_cls_logits): {err}") from err
-
-
-def _first_argmax_over_gt(x: Tensor) -> Tensor:
-    """``(B, G, N)`` -> ``(B, N)`` index of the largest value over G, the first on ties."""
-    gt_index = torch.arange(x.shape[1], device=x.device)[:, None]  # (G, 1)
-    return torch.where(x == x.amax(dim=1, keepdim=True), gt_index, x.shape[1]).amin(dim=1)
 
 
 def _check_tal_options(topk: int, alpha: float, beta: float, min_size: float) -> None:
@@ -144,13 +140,20 @@ def tal_assign(
     top = metric.topk(min(topk, num_priors), dim=-1).indices  # (B, G, k)
     positive = torch.zeros_like(candidate).scatter_(-1, top, True).logical_and_(candidate)  # (B, G, N)
     contested = positive.sum(dim=1) > 1  # (B, N)
-    best = _first_argmax_over_gt(overlap)  # (B, N), over every gt that has the prior as a candidate
+    best = overlap.max(dim=1).indices  # (B, N), over every gt that has the prior as a candidate
     sole = torch.zeros_like(positive).scatter_(1, best[:, None, :], True)
     positive = torch.where(contested[:, None, :], sole, positive)
+    return _tal_result(positive, metric, overlap)
 
+
+def _tal_result(positive: Tensor, metric: Tensor, overlap: Tensor) -> Assignment:
+    """The Assignment of the final ``(B, G, N)`` positives; the soft target is the normalised alignment of each
+    positive with its gt (``metric`` and ``overlap`` are consumed)."""
     fg = positive.any(dim=1)  # (B, N)
-    assigned_gt = torch.where(fg, positive.byte().argmax(dim=1), -1)
-    metric.mul_(positive)
-    best_overlap = (overlap * positive).amax(dim=-1, keepdim=True)  # (B, G, 1) over each gt's positives
-    target = (metric * best_overlap / (metric.amax(dim=-1, keepdim=True) + TAL_EPS)).amax(dim=1)  # (B, N)
-    return Assignment(assigned_gt, target, fg.sum())
+    owner = positive.byte().argmax(dim=1, keepdim=True)  # (B, 1, N): the one positive gt of a foreground prior
+    best_metric = metric.mul_(positive).amax(dim=-1)  # (B, G) over each gt's positives
+    best_overlap = overlap.mul_(positive).amax(dim=-1)
+    own = metric.gather(1, owner).squeeze(1)  # (B, N), 0 off the foreground
+    owner = owner.squeeze(1)
+    target = own * best_overlap.gather(1, owner) / (best_metric.gather(1, owner) + TAL_EPS)
+    return Assignment(torch.where(fg, owner, -1), target, fg.sum())

@@ -1,12 +1,14 @@
-"""Time of label assignment (SimOTA; DSLA beside it) on synthetic batches (CPU by default).
+"""Time of label assignment (SimOTA; DSLA and TAL beside it) on synthetic batches (CPU by default).
 
     python bench/assigner.py                              # batch 16, 320 px (2100 priors), nc 8, ~40 and ~300 objects
     python bench/assigner.py --objects 40 --step-time-ms 1500   # also print assignment's share of a training step
     python bench/assigner.py --rules box_or_center center_only dsl   # SimOTA's two rules and DSLA side by side
+    python bench/assigner.py --rules tal --step --cfg yolov5n-v8head.yaml  # TAL, and its share of a V8Head step
 
 Rules: ``box_or_center`` (SimOTA, YOLOX <= 0.3.0), ``center_only`` (SimOTA, YOLOX main, radius 1.5), ``dsl``
 (NanoDet-Plus's Dynamic Soft Label Assigner, ``dsl_assign``, without objectness as a GFL head calls it; its prior
-points are the same cell centres here: that shifts which priors are valid a little, not the work).
+points are the same cell centres here: that shifts which priors are valid a little, not the work), ``tal`` (TOOD's
+Task-Aligned Assigner, ``tal_assign``, without objectness as V8Head's loss calls it).
 
 Objects per image are drawn around the requested count (0.8x to 1.2x) and padded to the largest in
 the batch, as a collate function does. Prints median / p90 ms per call and writes
@@ -18,7 +20,8 @@ is reported when it is given.
 
 ``--step`` times full training steps of ``--cfg`` (default yolov5n-decoupled-af.yaml): forward, YOLOX loss
 (target padding, SimOTA, loss terms), backward and an SGD step, on random images with ~``--objects[0]``
-objects per image, and the time spent inside ``simota_assign`` during those same steps; it prints the
+objects per image, and the time spent inside the criterion's assigner (``simota_assign``; ``tal_assign`` for
+yolov5n-v8head.yaml) during those same steps; it prints the
 median step, the median assignment time and the share (the issue asks for < 20%), and uses the measured
 step time for the share column of the standalone rows.
 """
@@ -40,7 +43,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from models.yolo import DetectionModel  # noqa: E402
-from utils.assigners import dsl_assign, simota_assign  # noqa: E402
+from utils.assigners import dsl_assign, simota_assign, tal_assign  # noqa: E402
 from utils.boxes import make_grid  # noqa: E402
 from utils.io.files import yaml_load  # noqa: E402
 from utils.torch_utils import select_device, smart_optimizer, time_sync  # noqa: E402
@@ -84,6 +87,8 @@ def _assign(inputs: dict[str, Tensor], rule: str):
     """One call of the assigner of ``rule`` on ``inputs``."""
     if rule == "dsl":
         return dsl_assign(**{**inputs, "pred_obj_logits": None})
+    if rule == "tal":
+        return tal_assign(**{**inputs, "pred_obj_logits": None})
     center_only = rule == "center_only"
     return simota_assign(**inputs, center_radius=1.5 if center_only else 2.5, center_only=center_only)
 
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--nc", type=int, default=8)
     ap.add_argument("--objects", type=int, nargs="+", default=[40, 300], help="mean objects per image")
     ap.add_argument("--rules", nargs="+", default=["box_or_center"],
-                    choices=["box_or_center", "center_only", "dsl"])
+                    choices=["box_or_center", "center_only", "dsl", "tal"])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from models.backbones import CHECKPOINT_WEIGHTS, GhostPAN, ShuffleNetV2
+from models.c2f import C2PSA, C2f, C3k, C3k2
 from models.common import (
     C3,
     C3DW,
@@ -85,6 +86,10 @@ MODULES: dict[str, Block] = {
     "DWSConv": Block(DWSConv, IN_OUT),
     "BottleneckDW": Block(BottleneckDW, IN_OUT),
     "C3DW": Block(C3DW, IN_OUT, repeats_inside=True),
+    "C2f": Block(C2f, IN_OUT, repeats_inside=True),  # YOLOv8 and YOLO11 (models/c2f.py)
+    "C3k": Block(C3k, IN_OUT, repeats_inside=True),
+    "C3k2": Block(C3k2, IN_OUT, repeats_inside=True),
+    "C2PSA": Block(C2PSA, IN_OUT, repeats_inside=True),
     "Concat": Block(Concat, CONCAT),
     "nn.Upsample": Block(nn.Upsample, SAME),
     "nn.MaxPool2d": Block(nn.MaxPool2d, SAME),
@@ -104,7 +109,7 @@ MODULES: dict[str, Block] = {
 ACTIVATIONS = {name: getattr(nn, name) for name in
                ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")}
 TOP_LEVEL_KEYS = {"nc", "depth_multiple", "width_multiple", "backbone", "head", "activation", "ch",
-                  "inplace", "channel_multiple"}
+                  "inplace", "channel_multiple", "max_channels"}
 
 
 def make_divisible(x: float, divisor: int = 8) -> int:
@@ -136,13 +141,14 @@ class _Ctx:
         self.gd = float(cfg.get("depth_multiple", 1.0))
         self.gw = float(cfg.get("width_multiple", 1.0))
         self.divisor = int(cfg.get("channel_multiple", 8))
+        self.max_channels = cfg.get("max_channels", math.inf)  # Ultralytics' cap, applied before the width gain
         # a row argument may name a top-level key (nc, or a head's own key): it stands for that key's value
         self.names = {k: v for k, v in cfg.items() if k not in ("backbone", "head")} | {"None": None}
         self.ch: list = [ch]  # output channels of each row so far (an int, or a list for a multi-output row)
         self.head_inputs: list[int] = []  # channels of the head's input maps, set before its yaml_args
 
     def scale_channels(self, c: int) -> int:
-        return make_divisible(c * self.gw, self.divisor)
+        return make_divisible(min(c, self.max_channels) * self.gw, self.divisor)
 
     def inputs(self, fs: list[int]) -> list[int]:
         """Channels of the maps that rows ``fs`` give, a multi-output row counting as all its maps."""
@@ -189,7 +195,7 @@ def _check_top_level(cfg: dict, source: str) -> None:
     ch = cfg.get("ch", 3)
     if isinstance(ch, bool) or not isinstance(ch, int) or ch < 1:
         raise ValueError(f"{source}: 'ch' (input channels) must be a positive integer, got {ch!r}")
-    for key in ("depth_multiple", "width_multiple"):
+    for key in ("depth_multiple", "width_multiple", "max_channels"):
         v = cfg.get(key, 1.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise ValueError(f"{source}: '{key}' must be a positive number, got {v!r}")
@@ -568,7 +574,8 @@ class DetectionModel(nn.Module):
         return count_params(self)[0] - extra
 
     def info(self, imgsz: int = 640) -> dict:
-        name = Path(self.yaml_file).stem.replace("yolov5", "YOLOv5") if self.yaml_file != "<dict>" else "Model"
+        stem = Path(self.yaml_file).stem if self.yaml_file != "<dict>" else "Model"
+        name = re.sub(r"^yolo(?=v?\d)", "YOLO", stem)  # yolov5s -> YOLOv5s, yolo11n -> YOLO11n
         stride = max(int(self.stride.max()), 32) if self.head.area_flops else imgsz
         info = model_info(self, name, imgsz, ch=self.yaml["ch"], stride=stride)
         info["deploy_parameters"] = self.deploy_params()

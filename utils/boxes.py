@@ -87,12 +87,14 @@ def encode_yolox(xy: Tensor, wh: Tensor, cell_xy: Tensor | float, stride: Tensor
 Boxes = Union[Tensor, np.ndarray]
 
 
-def integral(dist_logits: Tensor, reg_max: int) -> Tensor:
+def integral(dist_logits: Tensor, reg_max: int, project: Tensor | None = None) -> Tensor:
     """GFL's integral: ``(..., 4 * (reg_max + 1))`` logits, per box side a distribution over the bins
-    0..reg_max -> ``(..., 4)`` its expectation (softmax, then the mean bin), in bins."""
+    0..reg_max -> ``(..., 4)`` its expectation (softmax, then the mean bin), in bins. ``project`` ``(reg_max + 1,)``
+    holds the bin values when a head keeps them as a (frozen) weight, as YOLOv8's DFL does; default 0..reg_max."""
     bins = dist_logits.reshape(*dist_logits.shape[:-1], 4, reg_max + 1).softmax(-1)
-    project = torch.arange(reg_max + 1, device=dist_logits.device, dtype=bins.dtype)
-    return bins @ project
+    if project is None:
+        project = torch.arange(reg_max + 1, device=dist_logits.device, dtype=bins.dtype)
+    return bins @ project.to(bins.dtype)
 
 
 def distance2bbox(points: Tensor, distance: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ from models.heads.detect import Detect, DetectDcoupleHead
 from models.heads.gfl import GFLHead, NanoDetPlusHead
 from models.heads.rcnn import FasterRCNNHead
 from models.heads.rtmdet import RTMDetHead
+from models.heads.v8 import V8Head
 from models.heads.yolox import YOLOXHead
 from utils.assigners import assigner_hyp_keys
 
@@ -17,6 +18,7 @@ HEADS: dict[str, type[Head]] = {
     "NanoDetPlusHead": NanoDetPlusHead,  # the same class under NanoDet's name
     "FasterRCNNHead": FasterRCNNHead,  # torchvision's two-stage detector
     "RTMDetHead": RTMDetHead,
+    "V8Head": V8Head,  # YOLOv8 / YOLO11 (Ultralytics' Detect)
 }
 
 

@@ -116,8 +116,8 @@ class GFLHead(Head):
     YAML: ``[[17, 20, 23], 1, GFLHead, [nc, 96, 2, 5, 7, 10, dsl, 10, 96]]`` -- ``feat`` tower width (as
     given: not scaled by width_multiple), ``stacked`` tower blocks, ``k`` depthwise kernel, ``reg_max`` (bins -
     1), ``aux_from`` the first neck row the AGM copies (None: no AGM, the head assigns with its own
-    predictions), ``assigner`` (``utils.assigners.ASSIGNERS``: ``dsl`` NanoDet's, or ``simota`` ...; alone or with
-    options, ``{name: simota, center_radius: 3.0}``, or from the hyp, ``simota_center_radius``),
+    predictions), ``assigner`` (``utils.assigners.ASSIGNERS``: ``dsl`` NanoDet's, or ``simota``, ``tal`` ...; alone or
+    with options, ``{name: simota, center_radius: 3.0}``, or from the hyp, ``simota_center_radius``),
     ``detach_epoch``, ``aux_feat`` the AGM's width (default 2 x feat, NanoDet-Plus-m's 192: its input, the
     concatenated neck maps, is that wide; other widths get the 1x1 adapters).
     """

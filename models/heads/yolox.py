@@ -38,8 +38,9 @@ class YOLOXHead(Head):
     YAML: ``[[17, 20, 23], 1, YOLOXHead, [nc, 256, False, simota]]`` -- ``hidden`` is the stem width at
     width_multiple 1.0 (parse_model scales it, YOLOX: int(256 * width)); ``depthwise`` selects the
     depthwise-separable 3x3 convs (YOLOX-Nano); ``assigner`` names the label assigner
-    (``utils.assigners.ASSIGNERS``: ``simota``, the paper's and the default, ``center`` or ``dsl``), alone or
-    with options (``{name: simota, center_radius: 3.0}``; the hyp's ``simota_center_radius`` alike).
+    (``utils.assigners.ASSIGNERS``: ``simota``, the paper's and the default, ``center``, ``dsl`` or ``tal``), alone
+    or with options (``{name: simota, center_radius: 3.0}``; the hyp's ``simota_center_radius`` alike). ``dsl``
+    and ``tal`` score a prediction by sigmoid(cls) x sigmoid(obj), the score the head ranks detections by.
     """
 
     channel_args = (1,)

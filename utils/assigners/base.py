@@ -45,8 +45,10 @@ class Assignment(NamedTuple):
     """The one result contract of every assigner here (what a loss reads).
 
     assigned_gt: (B, N) long, index into the padded G axis, -1 = background.
-    matched_iou: (B, N) float32, IoU of the prediction with its assigned gt (the soft class
-        target), 0 for background.
+    matched_iou: (B, N) float32, the soft class target of the prediction, 0 for background: the IoU of the
+        prediction with its assigned gt (SimOTA, centre sampling, DSLA), or TAL's normalised alignment metric
+        t x (max IoU) / (max t) over its gt's positives, which is at most that gt's best (C)IoU. A loss trains the
+        assigned class towards it (and may weight its box terms by it); it is not an IoU for every assigner.
     num_fg: () long tensor, positives in the whole batch (kept on device, no host sync).
     """
 

@@ -18,9 +18,10 @@ from utils.assigners.base import Assignment
 from utils.assigners.center import center_assign
 from utils.assigners.dsl import dsl_assign
 from utils.assigners.simota import simota_assign
+from utils.assigners.tal import tal_assign
 
 ASSIGNERS: dict[str, Callable[..., Assignment]] = {  # names usable in YAML rows
-    "simota": simota_assign, "center": center_assign, "dsl": dsl_assign}
+    "simota": simota_assign, "center": center_assign, "dsl": dsl_assign, "tal": tal_assign}
 
 
 def get_assigner(name: str) -> Callable[..., Assignment]:

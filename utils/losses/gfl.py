@@ -91,8 +91,8 @@ class GFLLoss:
     detached predictions (on the head's own without an AGM), and the same assignment trains the main head and
     the AGM, whose terms are summed.
 
-    Per head, over the batch: qfl = QFL(beta 2) over all priors and classes, target the assigned IoU on the
-    gt class, / positives; giou = 2 x GIoU loss on positives weighted by their detached max class score, / the
+    Per head, over the batch: qfl = QFL(beta 2) over all priors and classes, target the assigner's soft target
+    (``matched_iou``: the IoU; TAL's normalised alignment) on the gt class, / positives; giou = 2 x GIoU loss on positives weighted by their detached max class score, / the
     weights' sum (>= 1); dfl = 0.25 x DFL of the four sides' distances in bins (clamped to [0, reg_max -
     0.1]), same weights, / (4 x the weights' sum). Items are these / 64 (see ``GFL_NOMINAL_BATCH``), total =
     sum(items) x batch size. Everything is computed densely with masks: no host sync but ``pad_targets``'s.

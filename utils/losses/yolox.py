@@ -27,7 +27,8 @@ class YOLOXLoss:
     (``assigner_options``) and the hyp (``utils.assigners.assigner_from``). Terms, each summed and divided by
     the number of positives in the batch (>= 1):
     iou = 5 * (1 - IoU^2) on positives; obj = BCE against the 0/1 positive mask on every cell;
-    cls = BCE on positives against the one-hot class scaled by the assigned IoU; l1 = |raw - encoded gt|
+    cls = BCE on positives against the one-hot class scaled by the assigner's soft target (``matched_iou``: the
+    IoU, or TAL's normalised alignment); l1 = |raw - encoded gt|
     on positives, only in epochs without mosaic (``on_epoch``).
 
     Reduction: YOLOX applies lr 0.01 to this per-positive mean over 64 images; YOLOv5's pipeline applies

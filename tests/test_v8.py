@@ -222,3 +222,12 @@ def test_yolox_head_with_tal_scores_by_cls_times_obj():
     without = tal_assign(boxes, cls + obj.reshape(*cls.shape[:2], 1), None, priors, gt_boxes, gt_labels, gt_mask)
     assert with_obj.num_fg > 0 and (with_obj.matched_iou <= 1).all()
     assert not torch.equal(with_obj.matched_iou, without.matched_iou)  # the product of sigmoids, not of logits' sum
+
+
+def test_prediction_plots_skip_infinite_boxes():
+    """An early YOLOX-type model may decode an infinite box (exp of a large logit); val.py's plots draw the rest
+    (found by the 1-epoch smoke run of yolov5n-decoupled-af-tal.yaml)."""
+    from utils.evaluation.plots import plot_images
+    preds = torch.tensor([[0, 1, 32.0, 32.0, 10.0, float("inf"), 0.9], [0, 0, 20.0, 20.0, 8.0, 8.0, 0.8]])
+    mosaic = plot_images(torch.rand(1, 3, 64, 64), preds, fname=None)
+    assert mosaic.shape[2] == 3

@@ -86,6 +86,8 @@ def _draw_boxes(mosaic: np.ndarray, t: np.ndarray, origin: tuple[int, int], tile
     else:
         boxes *= scale
     xyxy = np.concatenate((boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2), 1) + (origin * 2)
+    finite = np.isfinite(xyxy).all(1)  # an early model may predict an infinite box (exp decode): not drawable
+    t, xyxy, conf = t[finite], xyxy[finite].clip(-(2 ** 15), 2 ** 15), None if conf is None else conf[finite]
     for j, (c, b) in enumerate(zip(t[:, 1].astype(int), xyxy.round().astype(int))):
         if conf is not None and conf[j] < conf_thres:
             continue

@@ -33,8 +33,8 @@ import yaml
 from torch import Tensor
 
 from models.formats.registry import FORMATS, PYTORCH_SUFFIX, format_of
-from models.yolo import DetectionModel, train_imgsz
-from utils.io.checkpoint import load_checkpoint
+from models.yolo import DetectionModel
+from utils.io.checkpoint import load_checkpoint, train_imgsz
 from utils.torch_utils import LOGGER
 
 

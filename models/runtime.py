@@ -19,8 +19,8 @@ from models.formats.core import TOLERANCE, CheckImage, export_weights
 from models.formats.registry import FORMATS, PYTORCH_SUFFIX, ExportFormat, ExportOptions
 from models.heads import HEADS
 from models.heads.base import Head
-from models.yolo import head_class, train_imgsz
-from utils.io.checkpoint import load_checkpoint
+from models.yolo import head_class
+from utils.io.checkpoint import load_checkpoint, train_imgsz
 from utils.torch_utils import LOGGER
 
 CACHE_ENV = "HEADZOO_RUNTIME_CACHE"  # folder of cached exports; default: .runtime_cache/ beside the weights

@@ -50,6 +50,7 @@ from models.heads.base import Head
 from models.profiling import profile_layers
 from models.tv import TVFPN, TVTrunk
 from utils import LOGGER
+from utils.io.checkpoint import train_imgsz
 from utils.io.files import find_in_dir, yaml_read
 from utils.torch_utils import count_params, model_info
 
@@ -106,7 +107,7 @@ MODULES: dict[str, Block] = {
     "TVTrunk": Block(TVTrunk, MULTI, own_init=True, weights_arg=3),
     "TVFPN": Block(TVFPN, MULTI, own_init=True),
 }
-ACTIVATIONS = {name: getattr(nn, name) for name in
+ACTIVATIONS = {n: getattr(nn, n) for n in
                ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")}
 TOP_LEVEL_KEYS = {"nc", "depth_multiple", "width_multiple", "backbone", "head", "activation", "ch",
                   "inplace", "channel_multiple", "max_channels"}
@@ -137,9 +138,7 @@ class _Ctx:
 
     def __init__(self, cfg: dict, source: str, ch: int):
         self.cfg, self.source = cfg, source
-        self.nc = cfg["nc"]
-        self.gd = float(cfg.get("depth_multiple", 1.0))
-        self.gw = float(cfg.get("width_multiple", 1.0))
+        self.nc, self.gd, self.gw = cfg["nc"], float(cfg.get("depth_multiple", 1)), float(cfg.get("width_multiple", 1))
         self.divisor = int(cfg.get("channel_multiple", 8))
         self.max_channels = cfg.get("max_channels", math.inf)  # Ultralytics' cap, applied before the width gain
         # a row argument may name a top-level key (nc, or a head's own key): it stands for that key's value
@@ -152,11 +151,7 @@ class _Ctx:
 
     def inputs(self, fs: list[int]) -> list[int]:
         """Channels of the maps that rows ``fs`` give, a multi-output row counting as all its maps."""
-        out = []
-        for j in fs:
-            c = self.ch[j]
-            out += c if isinstance(c, list) else [c]
-        return out
+        return [c for j in fs for c in (self.ch[j] if isinstance(self.ch[j], list) else [self.ch[j]])]
 
     def error(self, i: int, module: object, msg: str) -> ValueError:
         """One line: a name or value from the YAML is shown as repr when it holds a line break."""
@@ -370,18 +365,6 @@ def initialize_weights(layers: nn.Sequential) -> None:
                 m.eps, m.momentum = 1e-3, 0.03
             elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
                 m.inplace = True
-
-
-def train_imgsz(opt) -> int | None:
-    """The training image size recorded in a checkpoint's ``opt`` (ours: an int; YOLOv5's: an int or [h, w]),
-    or None when it holds none (a bare state_dict, a foreign file without ``opt``). Export metadata's ``imgsz``
-    is read the same way."""
-    size = opt.get("imgsz", opt.get("img_size")) if isinstance(opt, dict) else None
-    if isinstance(size, str) and size.strip().isdigit():  # ONNX metadata values are strings
-        size = int(size)
-    if isinstance(size, (list, tuple)) and size:
-        size = max(size)
-    return int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0 else None
 
 
 def _weights_from_checkpoint(cfg: dict) -> dict:

@@ -12,8 +12,8 @@ import detect
 import export
 import hubconf
 from models.backends import load_backend
-from models.yolo import DetectionModel, load_cfg, train_imgsz
-from utils.io.checkpoint import load_checkpoint, save_checkpoint
+from models.yolo import DetectionModel, load_cfg
+from utils.io.checkpoint import load_checkpoint, save_checkpoint, train_imgsz
 from utils.io.files import default_weights
 
 TRAINED_AT = 96

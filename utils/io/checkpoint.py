@@ -509,3 +509,15 @@ def transfer_weights(src_sd: dict[str, Tensor], src_yaml: dict | None, dst_sd: d
                             fresh=[j for j in sorted(got) if got[j] == 0],
                             partial=[j for j in sorted(got) if 0 < got[j] < len(dst_rows[j])])
     return new_sd, report
+
+
+def train_imgsz(opt) -> int | None:
+    """The training image size recorded in a checkpoint's ``opt`` (ours: an int; YOLOv5's: an int or [h, w]),
+    or None when it holds none (a bare state_dict, a foreign file without ``opt``). Export metadata's ``imgsz``
+    is read the same way."""
+    size = opt.get("imgsz", opt.get("img_size")) if isinstance(opt, dict) else None
+    if isinstance(size, str) and size.strip().isdigit():  # ONNX metadata values are strings
+        size = int(size)
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0 else None

@@ -5,6 +5,7 @@ from models.heads.base import Head
 from models.heads.detect import Detect, DetectDcoupleHead
 from models.heads.gfl import GFLHead, NanoDetPlusHead
 from models.heads.rcnn import FasterRCNNHead
+from models.heads.tv_dense import FCOSHead, RetinaNetHead
 from models.heads.yolox import YOLOXHead
 from utils.assigners import assigner_hyp_keys
 
@@ -15,6 +16,8 @@ HEADS: dict[str, type[Head]] = {
     "GFLHead": GFLHead,
     "NanoDetPlusHead": NanoDetPlusHead,  # the same class under NanoDet's name
     "FasterRCNNHead": FasterRCNNHead,  # torchvision's two-stage detector
+    "FCOSHead": FCOSHead,  # torchvision's FCOS and RetinaNet above the backbone
+    "RetinaNetHead": RetinaNetHead,
 }
 
 

@@ -5,7 +5,10 @@ stand-in backbone and keeps what lies above the backbone: torchvision's head mod
 child name ``head``: torchvision's state_dict keys), its ``AnchorGenerator``, box coder, matcher and settings; the loss
 and postprocessing are torchvision's own methods (``FCOS.compute_loss``, ``RetinaNet.postprocess_detections``, ...),
 run on the row. Only ``GeneralizedRCNNTransform`` is left out (models/heads/tv_adapter.py: the shared glue and the
-contract flags ``needs_targets``, ``suppressed``, ``val_loss = False``, ``dynamic_export = False``).
+contract flags ``needs_targets``, ``suppressed``, ``val_loss = False``, ``dynamic_export = False``). Unlike Faster
+R-CNN's, these rows keep the defaults ``area_flops`` (every level's convolutions scale with the input area; the
+postprocessing counts no FLOPs) and ``cpu_runtime`` (ONNX Runtime runs them 2-3x faster than PyTorch on a CPU:
+bench/README.md, "torchvision's FCOS and RetinaNet").
 
 Classes. torchvision's FCOS and RetinaNet score each class with its own sigmoid (focal loss): there is no background
 logit, and a target's label is the index of the logit it trains. Our classes 0..nc-1 are torchvision's labels 0..nc-1
@@ -25,6 +28,7 @@ Shape shorthand: B batch, A anchors per location (FCOS: 1), N = sum over levels 
 from __future__ import annotations
 
 import inspect
+from typing import ClassVar
 
 from torch import Tensor
 from torchvision.models.detection.fcos import FCOS
@@ -44,11 +48,12 @@ def _options(detector: type) -> dict:
 
 class _OneStageHead(TorchvisionHead):
     """A torchvision one-stage detector without its backbone and transform (see the module docstring).
-    ``detector`` is torchvision's class, ``kept`` the attributes of the built detector that its loss and
-    postprocessing methods read (besides ``head``, ``anchor_generator`` and ``box_coder``)."""
+    ``detector`` is torchvision's class; ``kept`` the attributes of the built detector that its loss and
+    postprocessing methods read, which run on the row as they are (``detector.postprocess_detections(self, ...)``)."""
 
-    detector: type
-    kept: tuple[str, ...]
+    detector: ClassVar[type]
+    kept: ClassVar[tuple[str, ...]] = ("head", "anchor_generator", "box_coder", "score_thresh", "nms_thresh",
+                                       "detections_per_img", "topk_candidates")
     loss_scale = DENSE_ITEM_SCALE
 
     def _build(self, nc: int, sizes: list, ratios: list, options: dict | None, ch: list[int]) -> None:
@@ -60,7 +65,6 @@ class _OneStageHead(TorchvisionHead):
             raise ValueError(f"{name}: every level needs the same number of anchors per location (one head for all "
                              f"levels), got {counts}")
         tv = self.detector(ChannelsStandIn(ch[0]), num_classes=nc, anchor_generator=anchors, **opts)
-        self.head, self.anchor_generator, self.box_coder = tv.head, tv.anchor_generator, tv.box_coder
         for k in self.kept:
             setattr(self, k, getattr(tv, k))
 
@@ -78,10 +82,12 @@ class _OneStageHead(TorchvisionHead):
             losses = self._losses(self._targets(targets, images), outputs, anchors, per_level)
             return TVOutput(losses, len(images.image_sizes))
         split = {k: list(v.split(per_level, 1)) for k, v in outputs.items()}
-        return self.postprocess_detections(split, [list(a.split(per_level)) for a in anchors], images.image_sizes)
+        split_anchors = [list(a.split(per_level)) for a in anchors]
+        return self.detector.postprocess_detections(self, split, split_anchors, images.image_sizes)
 
     def _losses(self, targets: list[dict[str, Tensor]], outputs: dict[str, Tensor], anchors: list[Tensor],
                 per_level: list[int]) -> dict[str, Tensor]:
+        """torchvision's ``compute_loss`` (its matching, then its head's losses) run on the row."""
         raise NotImplementedError
 
 
@@ -94,10 +100,8 @@ class FCOSHead(_OneStageHead):
     ``nms_thresh``, ``detections_per_img``, ``topk_candidates``). ``nc`` counts classes (no background logit)."""
 
     detector = FCOS
-    kept = ("center_sampling_radius", "score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")
+    kept = (*_OneStageHead.kept, "center_sampling_radius")
     loss_terms = FCOS_TERMS
-    compute_loss = FCOS.compute_loss
-    postprocess_detections = FCOS.postprocess_detections
 
     def __init__(self, nc: int = 80, anchor_sizes: list | None = None, options: dict | None = None,
                  ch: list[int] | tuple[int, ...] = ()):
@@ -108,7 +112,7 @@ class FCOSHead(_OneStageHead):
         self._build(nc, sizes, [1.0], options, ch)
 
     def _losses(self, targets, outputs, anchors, per_level):
-        return self.compute_loss(targets, outputs, anchors, per_level)
+        return FCOS.compute_loss(self, targets, outputs, anchors, per_level)
 
 
 def _retinanet_sizes(nl: int) -> list[list[int]]:
@@ -126,10 +130,8 @@ class RetinaNetHead(_OneStageHead):
     ``fg_iou_thresh``, ``bg_iou_thresh``, ``topk_candidates``). ``nc`` counts classes (no background logit)."""
 
     detector = RetinaNet
-    kept = ("proposal_matcher", "score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")
+    kept = (*_OneStageHead.kept, "proposal_matcher")
     loss_terms = RETINANET_TERMS
-    compute_loss = RetinaNet.compute_loss
-    postprocess_detections = RetinaNet.postprocess_detections
 
     def __init__(self, nc: int = 80, anchor_sizes: list | None = None, aspect_ratios: list | None = None,
                  options: dict | None = None, ch: list[int] | tuple[int, ...] = ()):
@@ -138,4 +140,4 @@ class RetinaNetHead(_OneStageHead):
         self._build(nc, sizes, aspect_ratios or [0.5, 1.0, 2.0], options, ch)
 
     def _losses(self, targets, outputs, anchors, per_level):
-        return self.compute_loss(targets, outputs, anchors)
+        return RetinaNet.compute_loss(self, targets, outputs, anchors)

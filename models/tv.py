@@ -27,6 +27,11 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from models.backbones import load_row_weights
 
+try:  # torchvision's renaming of RetinaNet head keys saved before its version 2 (retinanet_resnet50_fpn_coco-eeacb38b.pth)
+    from torchvision.models.detection.retinanet import _v1_to_v2_weights
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    _v1_to_v2_weights = None
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's detection transform
 TRUNKS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
           "wide_resnet50_2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
@@ -160,7 +165,9 @@ def torchvision_to_rows(sd: dict[str, Tensor], layers: nn.Sequential) -> dict[st
     """Rename a torchvision detector's state_dict (``fasterrcnn_*``: backbone.body / backbone.fpn / rpn /
     roi_heads; ``fcos_*``, ``retinanet_*``: backbone.body / backbone.fpn / head) into the rows of a YAML model
     holding TVTrunk / TVFPN / FasterRCNNHead, FCOSHead or RetinaNetHead rows -> {model.<i>...: t}. Keys without
-    such a row in ``layers`` are dropped (e.g. rpn./roi_heads. under a YOLO head)."""
+    such a row in ``layers`` are dropped (e.g. rpn./roi_heads. under a YOLO head). RetinaNet head keys of
+    torchvision's version 1 (its COCO file: ``conv.<2i>``) take their version 2 names (``conv.<i>.0``), as torchvision
+    renames them when it loads one."""
     rows = {}
     for m in layers:
         rows.setdefault(m.type, m.i)
@@ -171,4 +178,7 @@ def torchvision_to_rows(sd: dict[str, Tensor], layers: nn.Sequential) -> dict[st
             if k.startswith(prefix) and row is not None:
                 out[f"model.{row}.{inner}{k[len(prefix):]}"] = v
                 break
+    if "RetinaNetHead" in rows and _v1_to_v2_weights is not None:  # what RetinaNet's own load_state_dict does
+        for branch in ("classification_head", "regression_head"):
+            _v1_to_v2_weights(out, f"model.{rows['RetinaNetHead']}.head.{branch}.")
     return out

@@ -4,6 +4,8 @@ FPN backbone), torchvision's state_dicts loading into the rows with the same det
 on the same batch, the class mapping (no background logit), the static ONNX export."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torchvision.models import mobilenet_v3_large
@@ -124,9 +126,13 @@ def test_training_losses_and_gradients_equal_torchvision_on_the_same_batch(cfg):
 
 
 def test_coco_state_dict_transfers_all_but_the_class_logits_to_another_class_count():
+    """... including RetinaNet's head keys as torchvision's version-1 files name them (its COCO_V1 weights)."""
     tv = REFERENCES["retinanet-mnv3-fpn.yaml"](91)
+    v1 = {re.sub(r"(_head\.conv\.)(\d)\.0\.", lambda m: f"{m[1]}{2 * int(m[2])}.", k): v
+          for k, v in tv.state_dict().items()}
+    assert "head.classification_head.conv.6.weight" in v1 and "head.regression_head.conv.2.bias" in v1
     model = DetectionModel("retinanet-mnv3-fpn.yaml", nc=80, verbose=False)
-    _, report = transfer_weights(torchvision_to_rows(tv.state_dict(), model.model), {}, model.state_dict(), model.yaml)
+    _, report = transfer_weights(torchvision_to_rows(v1, model.model), {}, model.state_dict(), model.yaml)
     assert report.transferred == len(model.state_dict()) - 2  # cls_logits weight and bias
     assert model.head.head.classification_head.cls_logits.out_channels == 15 * 80  # 15 anchors x nc
 

@@ -2,13 +2,14 @@
 
 ``TVTrunk`` wraps a torchvision classification model (ResNet, MobileNetV3, ShuffleNetV2; always built with
 ``weights=None``: nothing is downloaded) and returns the outputs of the stages it is asked for; ``TVFPN`` wraps
-``torchvision.ops.FeaturePyramidNetwork`` (optionally with torchvision's extra max-pooled level) over a list of
+``torchvision.ops.FeaturePyramidNetwork`` (optionally with torchvision's extra levels) over a list of
 maps. Together they are torchvision's ``BackboneWithFPN`` split into two rows (child names ``body`` and ``fpn``
 kept), so a detector YAML holds torchvision's exact modules and parameter counts, and the same trunk can sit
 under any head (``models/r50-fpn-decoupled.yaml``, ``models/mnv3-yolox.yaml``).
 
 Sources: torchvision ``models/detection/backbone_utils.py`` (``_resnet_fpn_extractor``, ``_mobilenet_extractor``:
-stage lists, trainable-layer rule, FrozenBatchNorm2d with pretrained weights) and ``models/detection/faster_rcnn.py``.
+stage lists, trainable-layer rule, FrozenBatchNorm2d with pretrained weights), ``models/detection/faster_rcnn.py``,
+``fcos.py`` and ``retinanet.py`` (their P3-P7 pyramid: ``LastLevelP6P7``).
 
 Shape shorthand: B batch, H x W the input, stride s maps (B, C, H/s, W/s).
 """
@@ -22,15 +23,22 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from models.backbones import load_row_weights
+
+try:  # torchvision's renaming of RetinaNet head keys saved before its version 2 (retinanet_resnet50_fpn_coco-eeacb38b.pth)
+    from torchvision.models.detection.retinanet import _v1_to_v2_weights
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    _v1_to_v2_weights = None
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's detection transform
 TRUNKS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
           "wide_resnet50_2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
           "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
-FPN_EXTRA = ("pool", "none")  # LastLevelMaxPool (torchvision's Faster R-CNN) or no extra level
+# the extra levels above the FPN: LastLevelMaxPool (torchvision's Faster R-CNN: P6 max-pooled from P5), LastLevelP6P7
+# (its FCOS and RetinaNet: P6 and P7 by stride-2 3x3 convs from P5), or none
+FPN_EXTRA = {"pool": 1, "p6p7": 2, "none": 0}
 
 
 def _family(name: str) -> str:
@@ -124,41 +132,53 @@ class TVTrunk(nn.Module):
 
 class TVFPN(nn.Module):
     """torchvision's FeaturePyramidNetwork over a list of maps -> ``len(ch)`` maps of ``c2`` channels, plus the
-    max-pooled extra level of torchvision's Faster R-CNN when ``extra`` is "pool"."""
+    extra levels ``extra`` names: "pool" (torchvision's Faster R-CNN: P6 max-pooled from the top map), "p6p7"
+    (its FCOS and RetinaNet: ``LastLevelP6P7(c2, c2)``, P6 and P7 by stride-2 convs from the top FPN map) or
+    "none"."""
 
     def __init__(self, ch: list[int] | int, c2: int = 256, extra: str = "pool"):
         super().__init__()
         ch = [ch] if isinstance(ch, int) else list(ch)
         if extra not in FPN_EXTRA:
             raise ValueError(f"TVFPN: extra {extra!r} is not one of {', '.join(FPN_EXTRA)}")
-        self.fpn = FeaturePyramidNetwork(ch, c2, extra_blocks=LastLevelMaxPool() if extra == "pool" else None)
-        self.out_channels = [c2] * (len(ch) + (extra == "pool"))
+        blocks = LastLevelMaxPool() if extra == "pool" else LastLevelP6P7(c2, c2) if extra == "p6p7" else None
+        self.fpn = FeaturePyramidNetwork(ch, c2, extra_blocks=blocks)
+        self.out_channels = [c2] * (len(ch) + FPN_EXTRA[extra])
 
     def forward(self, x: list[Tensor]) -> list[Tensor]:
         return list(self.fpn(OrderedDict((str(i), t) for i, t in enumerate(x))).values())
 
 
-# torchvision detector key prefix -> (row class, prefix inside that row)
-_TV_PREFIXES = {"backbone.body.": ("TVTrunk", "body."), "backbone.fpn.": ("TVFPN", "fpn."),
-                "rpn.": ("FasterRCNNHead", "rpn."), "roi_heads.": ("FasterRCNNHead", "roi_heads.")}
+# torchvision detector key prefix -> (the row classes that hold those modules, prefix inside the row)
+_TV_PREFIXES = {"backbone.body.": (("TVTrunk",), "body."), "backbone.fpn.": (("TVFPN",), "fpn."),
+                "rpn.": (("FasterRCNNHead",), "rpn."), "roi_heads.": (("FasterRCNNHead",), "roi_heads."),
+                "head.": (("FCOSHead", "RetinaNetHead"), "head.")}  # FCOS's / RetinaNet's head module
+_DETECTOR_PREFIXES = ("backbone.body.", "backbone.fpn.", "rpn.", "roi_heads.")  # a bare head. decides nothing
 
 
 def is_torchvision_detector(sd: dict) -> bool:
     """A torchvision detection model's state_dict (keys under backbone./rpn./roi_heads.)."""
-    return any(k.startswith(p) for k in sd for p in _TV_PREFIXES)
+    return any(k.startswith(_DETECTOR_PREFIXES) for k in sd)
 
 
 def torchvision_to_rows(sd: dict[str, Tensor], layers: nn.Sequential) -> dict[str, Tensor]:
     """Rename a torchvision detector's state_dict (``fasterrcnn_*``: backbone.body / backbone.fpn / rpn /
-    roi_heads) into the rows of a YAML model holding TVTrunk / TVFPN / FasterRCNNHead rows -> {model.<i>...: t}.
-    Keys without such a row in ``layers`` are dropped (e.g. rpn./roi_heads. under a YOLO head)."""
+    roi_heads; ``fcos_*``, ``retinanet_*``: backbone.body / backbone.fpn / head) into the rows of a YAML model
+    holding TVTrunk / TVFPN / FasterRCNNHead, FCOSHead or RetinaNetHead rows -> {model.<i>...: t}. Keys without
+    such a row in ``layers`` are dropped (e.g. rpn./roi_heads. under a YOLO head). RetinaNet head keys of
+    torchvision's version 1 (its COCO file: ``conv.<2i>``) take their version 2 names (``conv.<i>.0``), as torchvision
+    renames them when it loads one."""
     rows = {}
     for m in layers:
         rows.setdefault(m.type, m.i)
     out = {}
     for k, v in sd.items():
-        for prefix, (row_type, inner) in _TV_PREFIXES.items():
-            if k.startswith(prefix) and row_type in rows:
-                out[f"model.{rows[row_type]}.{inner}{k[len(prefix):]}"] = v
+        for prefix, (row_types, inner) in _TV_PREFIXES.items():
+            row = next((rows[t] for t in row_types if t in rows), None)
+            if k.startswith(prefix) and row is not None:
+                out[f"model.{row}.{inner}{k[len(prefix):]}"] = v
                 break
+    if "RetinaNetHead" in rows and _v1_to_v2_weights is not None:  # what RetinaNet's own load_state_dict does
+        for branch in ("classification_head", "regression_head"):
+            _v1_to_v2_weights(out, f"model.{rows['RetinaNetHead']}.head.{branch}.")
     return out

@@ -18,7 +18,7 @@ from models.tv import IMAGENET_MEAN, IMAGENET_STD, TVTrunk, is_torchvision_detec
 from models.yolo import DetectionModel, load_cfg
 from utils.boxes import postprocess
 from utils.io.checkpoint import load_checkpoint, save_checkpoint, transfer_weights
-from utils.losses.rcnn import RCNN_ITEM_SCALE
+from utils.losses.tv import RCNN_ITEM_SCALE
 
 MNV3 = "faster-rcnn-mnv3-fpn.yaml"
 

@@ -7,6 +7,7 @@ from models.heads.gfl import GFLHead, NanoDetPlusHead
 from models.heads.rcnn import FasterRCNNHead
 from models.heads.rtmdet import RTMDetHead
 from models.heads.v8 import V8Head
+from models.heads.tv_dense import FCOSHead, RetinaNetHead
 from models.heads.yolox import YOLOXHead
 from utils.assigners import assigner_hyp_keys
 
@@ -19,6 +20,8 @@ HEADS: dict[str, type[Head]] = {
     "FasterRCNNHead": FasterRCNNHead,  # torchvision's two-stage detector
     "RTMDetHead": RTMDetHead,
     "V8Head": V8Head,  # YOLOv8 / YOLO11 (Ultralytics' Detect)
+    "FCOSHead": FCOSHead,  # torchvision's FCOS and RetinaNet above the backbone
+    "RetinaNetHead": RetinaNetHead,
 }
 
 

@@ -373,11 +373,12 @@ def print_table(result: dict) -> None:
     ex = result["exponents"]
     if ex.get("train"):
         axes = list(next(iter(ex["train"].values())))
-        print("\nexponents of training-step time, fit (tail); image size against pixels")
-        print(f"{'cfg':<28}" + "".join(f"{a:>15}" for a in axes) + "".join(f"{'mem ' + a:>15}" for a in axes))
+        print("\nexponents of training-step time and peak memory, fit (tail); image size against pixels")
+        print("| cfg | " + " | ".join(f"time {a}" for a in axes) + " | " + " | ".join(f"mem {a}" for a in axes) + " |")
+        print("|---|" + "---|" * (2 * len(axes)))
         for cfg, per_axis in ex["train"].items():
-            print(f"{cfg:<28}" + "".join(f"{_fmt(per_axis[a]['time']):>15}" for a in axes)
-                  + "".join(f"{_fmt(per_axis[a]['memory']):>15}" for a in axes))
+            print(f"| {cfg} | " + " | ".join(_fmt(per_axis[a]["time"]) for a in axes) + " | "
+                  + " | ".join(_fmt(per_axis[a]["memory"]) for a in axes) + " |")
     if ex.get("assigner"):
         print("\nexponents of assignment time, fit (tail): objects at the most priors, priors at the most objects")
         for rule, e in ex["assigner"].items():
@@ -491,6 +492,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cfg", nargs="+", default=DEFAULT_CFGS, help="model configs, one per head family")
     ap.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
+    ap.add_argument("--axes", nargs="+", default=list(AXES), choices=list(AXES), help="training-step axes to move")
     ap.add_argument("--quick", action="store_true", help="two small points per axis, two timed steps (seconds)")
     ap.add_argument("--steps", type=int, default=None, help="timed training steps per point (default 3; quick 2)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1)")
@@ -518,6 +520,7 @@ def main(argv: list[str] | None = None) -> dict:
     if opt.threads:
         torch.set_num_threads(opt.threads)
     axes, base = (QUICK_AXES, QUICK_BASE) if opt.quick else (AXES, BASE)
+    axes = {a: v for a, v in axes.items() if a in opt.axes}
     t0 = time.perf_counter()
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or
             platform.machine(), "cpus": os.cpu_count(), "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),

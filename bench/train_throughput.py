@@ -17,6 +17,7 @@ import json
 import platform
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # run as a script: make the repo root importable
@@ -45,38 +46,58 @@ def synthetic_targets(batch: int, imgsz: int, nc: int, min_objects: int, max_obj
     return torch.cat((img[:, None], cls[:, None], xy, wh), 1)
 
 
-def time_steps(cfg: str, opt: argparse.Namespace, device: torch.device) -> tuple[list[float], int]:
-    """ms of each timed training step of ``cfg`` and the number of target boxes in the batch."""
+@dataclass
+class StepSetup:
+    """What one training step needs, built once: the model (and its compiled form), criterion, SGD optimizer,
+    grad scaler and one fixed synthetic batch."""
+
+    model: DetectionModel
+    net: torch.nn.Module
+    criterion: object
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    imgs: Tensor
+    targets: Tensor
+    device: torch.device
+
+
+def build_step(cfg: str, opt: argparse.Namespace, device: torch.device) -> StepSetup:
+    """Model ``cfg`` (``opt.nc`` classes) in train mode and a batch of ``opt.batch_size`` images of ``opt.imgsz`` px
+    with ``opt.min_objects`` .. ``opt.max_objects`` boxes each, seeded by ``opt.seed``."""
     g = torch.Generator().manual_seed(opt.seed)
     torch.manual_seed(opt.seed)
     fmt = torch.channels_last if opt.channels_last else torch.contiguous_format
     model = DetectionModel(cfg, nc=opt.nc).to(device, memory_format=fmt).train()
     net = torch.compile(model, backend=opt.compile) if opt.compile else model
     hyp = yaml_load(ROOT / "data" / "hyps" / "hyp.scratch-low.yaml")
-    criterion = model.criterion(hyp, opt.imgsz)
     optimizer = smart_optimizer(model, "SGD", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     imgs = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, generator=g).to(device).contiguous(memory_format=fmt)
     targets = synthetic_targets(opt.batch_size, opt.imgsz, opt.nc, opt.min_objects, opt.max_objects, g).to(device)
-    times, first_ms = [], 0.0
-    for i in range(opt.warmup + opt.steps):
-        t0 = time_sync(device)
-        with torch.autocast(device.type, enabled=amp):
-            loss, _ = criterion(net(imgs, targets), targets)  # the targets reach heads that need them (R-CNN)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad()
-        ms = (time_sync(device) - t0) * 1000
-        first_ms = ms if i == 0 else first_ms
-        if i >= opt.warmup:
-            times.append(ms)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    return StepSetup(model, net, model.criterion(hyp, opt.imgsz), optimizer, scaler, imgs, targets, device)
+
+
+def train_step(s: StepSetup) -> float:
+    """ms of one training step: forward, loss, backward, clip (norm 10), SGD step (autocast on CUDA)."""
+    t0 = time_sync(s.device)
+    with torch.autocast(s.device.type, enabled=s.scaler.is_enabled()):
+        loss, _ = s.criterion(s.net(s.imgs, s.targets), s.targets)  # the targets reach heads that need them (R-CNN)
+    s.scaler.scale(loss).backward()
+    s.scaler.unscale_(s.optimizer)
+    torch.nn.utils.clip_grad_norm_(s.model.parameters(), max_norm=10.0)
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.optimizer.zero_grad()
+    return (time_sync(s.device) - t0) * 1000
+
+
+def time_steps(cfg: str, opt: argparse.Namespace, device: torch.device) -> tuple[list[float], int]:
+    """ms of each timed training step of ``cfg`` and the number of target boxes in the batch."""
+    setup = build_step(cfg, opt, device)
+    times = [train_step(setup) for _ in range(opt.warmup + opt.steps)]
     if opt.compile:
-        print(f"{cfg}: first step {first_ms / 1000:.1f} s (torch.compile backend {opt.compile!r} included)")
-    return times, targets.shape[0]
+        print(f"{cfg}: first step {times[0] / 1000:.1f} s (torch.compile backend {opt.compile!r} included)")
+    return times[opt.warmup:], setup.targets.shape[0]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

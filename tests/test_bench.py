@@ -60,3 +60,27 @@ def test_gpu_check_commands_exist_and_it_refuses_a_machine_without_cuda(tmp_path
         env = {**os.environ, "OUT": str(tmp_path / "gpu"), "PYTHON": sys.executable}
         cpu = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, env=env)
         assert cpu.returncode == 2 and "no CUDA device" in cpu.stderr
+
+
+def test_scaling_quick_run_fits_every_exponent(tmp_path, monkeypatch, capsys):
+    """bench/scaling.py --quick: every point measured (training steps in forked children with their peak memory,
+    assigners, generated datasets), an exponent per family x axis, assigner and dataset quantity in the JSON, the
+    plot written; costs that must grow with the work do."""
+    out = tmp_path / "scaling.json"
+    argv = ["--quick", "--cfg", "yolov5n.yaml", "--threads", "1", "--json", str(out), "--workdir", str(tmp_path)]
+    assert run_script(BENCH / "scaling.py", argv, monkeypatch) == 0
+    res = json.loads(out.read_text())
+    assert all("error" not in r and r["peak_mb"] > 0 for r in res["train"])
+    per_axis = res["exponents"]["train"]["yolov5n.yaml"]
+    assert set(per_axis) == {"imgsz", "objects", "nc", "batch"}
+    assert all(isinstance(e[k]["fit"], float) for e in per_axis.values() for k in ("time", "memory"))
+    assert per_axis["imgsz"]["time"]["fit"] > 0.15 and per_axis["batch"]["time"]["fit"] > 0.3  # 16x pixels, 2x images
+    assigner = res["exponents"]["assigner"]
+    assert {"box_or_center", "dsl"} <= set(assigner)
+    assert all(isinstance(e[k]["fit"], float) for e in assigner.values() for k in ("objects", "priors"))
+    dataset = res["exponents"]["dataset"]
+    assert set(dataset) == {"cold_cpu_s", "warm_cpu_s", "cache_bytes", "epoch_cpu_s"}
+    assert 0.5 < dataset["cache_bytes"]["fit"] < 1.1  # the cache holds every label: it grows with the images
+    assert set(res["exponents"]["conv"]) == {"fwd", "bwd"}
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
+    assert "exponents of training-step time" in capsys.readouterr().out

@@ -189,3 +189,20 @@ def test_nms_candidate_cap(monkeypatch):
     far = [[i * 50.0 + 10, 10, 8, 8, 0.5 + i / 100, 1.0] for i in range(20)]  # 20 separate boxes, rising conf
     out = non_max_suppression(_pred(far, nc=1), conf_thres=0.25)[0]
     assert out.shape == (5, 6) and out[:, 4].min() == pytest.approx(0.5 + 15 / 100)
+
+
+def test_flat_cells_kinds_and_cache():
+    """The losses' shared prior points: index / centre / corner of the same cells, cached until a size changes."""
+    from utils.boxes import FlatCells
+
+    maps = [torch.zeros(1, 3, 2, 3), torch.zeros(1, 3, 1, 2)]  # (ny, nx) 2x3 at stride 8, 1x2 at stride 16
+    index, stride = FlatCells([8, 16])(maps)
+    assert index.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1], [0, 0], [1, 0]]
+    assert stride.squeeze(1).tolist() == [8] * 6 + [16] * 2
+    assert torch.equal(FlatCells([8, 16], "centre")(maps)[0], index + 0.5)
+    corner = FlatCells([8, 16], "corner")
+    points, _ = corner(maps)
+    assert torch.equal(points, index * stride) and corner(maps)[0] is points  # cached: the same tensor
+    assert corner([torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 2, 2)])[0].shape == (20, 2)  # a new size rebuilds
+    with pytest.raises(ValueError, match="kind"):
+        FlatCells([8], "middle")

@@ -34,6 +34,30 @@ def flat_cells(shapes: list[tuple[int, int]], strides: list[float], device: torc
     return cells, stride
 
 
+class FlatCells:
+    """A dense loss's flattened prior points (``flat_cells``), cached per feature-map sizes and device: ``points`` of
+    ``(N, 2)`` and strides ``(N, 1)``. ``kind``: 'index' (cell indices, grid units: YOLOX), 'centre' (cell + 0.5,
+    grid units: YOLOv8) or 'corner' (each cell's top-left corner in pixels: NanoDet, RTMDet)."""
+
+    KINDS = ("index", "centre", "corner")
+
+    def __init__(self, strides: list[float], kind: str = "index"):
+        if kind not in self.KINDS:
+            raise ValueError(f"FlatCells: kind {kind!r}, expected one of {self.KINDS}")
+        self.strides, self.kind = list(strides), kind
+        self._cache: tuple | None = None  # (key, points, stride)
+
+    def __call__(self, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """maps: per-level outputs with (ny, nx) at dims 2-3 -> (points (N, 2), stride (N, 1))."""
+        shapes = tuple(tuple(p.shape[2:4]) for p in maps)
+        key = (shapes, maps[0].device)
+        if self._cache is None or self._cache[0] != key:
+            cells, stride = flat_cells(shapes, self.strides, maps[0].device)
+            points = {"index": cells, "centre": cells + 0.5, "corner": cells * stride}[self.kind]
+            self._cache = (key, points, stride)
+        return self._cache[1], self._cache[2]
+
+
 class GridCache:
     """Per-level cell grids ``(1, 1, ny, nx, 2)`` (``make_grid``) for a head: cached, rebuilt when a level's
     feature size, device or dtype changes, and built afresh inside the traced graph when exporting."""

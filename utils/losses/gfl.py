@@ -16,7 +16,7 @@ from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from utils.assigners import Assignment, assigner_from
-from utils.boxes import bbox2distance, distance2bbox, flat_cells, gfl_decode, integral
+from utils.boxes import bbox2distance, distance2bbox, FlatCells, gfl_decode, integral
 from utils.losses.common import pad_targets
 
 __all__ = ["GFLLoss", "bbox2distance", "distance2bbox", "distribution_focal_loss", "integral", "quality_focal_loss"]
@@ -106,7 +106,7 @@ class GFLLoss:
             raise ValueError(f"GFLLoss: strides must be positive, got {self.strides} (was the model initialised?)")
         self.assigner_name, self.assigner = assigner, assigner_from(assigner, hyp, assigner_options)
         self.loss_names = ("qfl", "dfl", "giou") + (("aux_qfl", "aux_dfl", "aux_giou") if aux else ())
-        self._priors: tuple | None = None  # (key, points (N, 2), stride (N, 1))
+        self.priors = FlatCells(self.strides, "corner")  # cell corners (N, 2) px, strides (N, 1)
 
     def on_epoch(self, state) -> None:
         """Nothing epoch-switched in the loss (the AGM's detach lives in the head)."""
@@ -120,15 +120,6 @@ class GFLLoss:
             if p.ndim != 4 or p.shape[1] != no:
                 raise ValueError(f"GFLLoss: level {i} output has shape {tuple(p.shape)}, expected (B, {no}, ny, nx)")
         return torch.cat([p.flatten(2) for p in maps], 2).transpose(1, 2).float()
-
-    def priors(self, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Prior points ``(N, 2)`` (each cell's top-left corner, px) and strides ``(N, 1)``, cached per size."""
-        shapes = tuple(tuple(p.shape[2:4]) for p in maps)
-        key = (shapes, maps[0].device)
-        if self._priors is None or self._priors[0] != key:
-            cells, stride = flat_cells(shapes, self.strides, maps[0].device)
-            self._priors = (key, cells * stride, stride)
-        return self._priors[1], self._priors[2]
 
     def __call__(self, out, targets: Tensor) -> tuple[Tensor, Tensor]:
         """out: the head's ``GFLOutput`` (or its per-level main maps); targets (M, 6) -> (total, items)."""

@@ -13,7 +13,7 @@ from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from utils.assigners import Assignment, assigner_from
-from utils.boxes import decode_distance, flat_cells
+from utils.boxes import decode_distance, FlatCells
 from utils.losses.common import pad_targets
 from utils.losses.gfl import GFL_NOMINAL_BATCH, quality_focal_loss
 
@@ -43,7 +43,7 @@ class RTMDetLoss:
         hyp = hyp or {}
         self.qfl_weight, self.giou_weight = (float(hyp.get(k, v)) for k, v in RTMDET_LOSS_WEIGHTS.items())
         self.assigner = assigner_from(assigner, hyp, assigner_options)
-        self._priors: tuple | None = None  # (key, points (N, 2), stride (N, 1))
+        self.priors = FlatCells(self.strides, "corner")  # cell corners (N, 2) px, strides (N, 1)
 
     def on_epoch(self, state) -> None:
         """Nothing epoch-switched."""
@@ -57,15 +57,6 @@ class RTMDetLoss:
                 raise ValueError(f"RTMDetLoss: level {i} output has shape {tuple(p.shape)}, "
                                  f"expected (B, {self.nc + 4}, ny, nx)")
         return torch.cat([p.flatten(2) for p in maps], 2).transpose(1, 2).float()
-
-    def priors(self, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Prior points ``(N, 2)`` px and strides ``(N, 1)``, cached per feature-map size and device."""
-        shapes = tuple(tuple(p.shape[2:4]) for p in maps)
-        key = (shapes, maps[0].device)
-        if self._priors is None or self._priors[0] != key:
-            cells, stride = flat_cells(shapes, self.strides, maps[0].device)
-            self._priors = (key, cells * stride, stride)
-        return self._priors[1], self._priors[2]
 
     def __call__(self, maps: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
         """maps: the head's per-level outputs; targets (M, 6) -> (total, items)."""

@@ -13,7 +13,7 @@ from torch import Tensor
 from torchvision.ops import box_convert
 
 from utils.assigners import Assignment, assigner_from
-from utils.boxes import bbox2distance, bbox_iou, distance2bbox, flat_cells, integral
+from utils.boxes import bbox2distance, bbox_iou, distance2bbox, FlatCells, integral
 from utils.losses.common import PaddedTargets, pad_targets
 from utils.losses.gfl import distribution_focal_loss
 
@@ -53,7 +53,7 @@ class V8Loss:
         hyp = hyp or {}
         self.gains = torch.tensor([float(hyp.get(k, v)) for k, v in V8_GAINS.items()])  # box, cls, dfl
         self.assigner_name, self.assigner = assigner, assigner_from(assigner, hyp, assigner_options)
-        self._anchors: tuple | None = None  # (key, anchors (N, 2) grid units, stride (N, 1))
+        self.anchors = FlatCells(self.strides, "centre")  # cell centres (N, 2) grid units, strides (N, 1)
 
     def on_epoch(self, state) -> None:
         """Nothing epoch-switched in the loss."""
@@ -67,15 +67,6 @@ class V8Loss:
             if p.ndim != 4 or p.shape[1] != no:
                 raise ValueError(f"V8Loss: level {i} output has shape {tuple(p.shape)}, expected (B, {no}, ny, nx)")
         return torch.cat([p.flatten(2) for p in maps], 2).transpose(1, 2).float()
-
-    def anchors(self, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Cell centres ``(N, 2)`` in grid units (cell + 0.5) and strides ``(N, 1)``, cached per feature size."""
-        shapes = tuple(tuple(p.shape[2:4]) for p in maps)
-        key = (shapes, maps[0].device)
-        if self._anchors is None or self._anchors[0] != key:
-            cells, stride = flat_cells(shapes, self.strides, maps[0].device)
-            self._anchors = (key, cells + 0.5, stride)
-        return self._anchors[1], self._anchors[2]
 
     def __call__(self, maps: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
         """maps: the head's per-level outputs; targets (M, 6) normalised -> (total, items (3,))."""

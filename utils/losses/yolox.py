@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from torchvision.ops import box_convert
 
 from utils.assigners import Assignment, assigner_from
-from utils.boxes import bbox_iou, decode_yolox, encode_yolox, flat_cells
+from utils.boxes import bbox_iou, decode_yolox, encode_yolox, FlatCells
 from utils.losses.common import PaddedTargets, pad_targets, smooth_bce
 
 YOLOX_NOMINAL_BATCH = 64  # YOLOX's lr (0.01) is set for a mean-per-positive loss over 64 images
@@ -49,7 +49,7 @@ class YOLOXLoss:
             raise ValueError(f"YOLOXLoss: strides must be positive, got {self.strides} (was the model initialised?)")
         self.cp, self.cn = smooth_bce(label_smoothing)
         self.use_l1 = False
-        self._cells: tuple | None = None  # (key, cell (N, 2), stride (N, 1))
+        self.cells = FlatCells(self.strides)  # cell indices (N, 2), strides (N, 1)
 
     def on_epoch(self, state) -> None:
         """The L1 term is on while mosaic is off (YOLOX's last no-augmentation epochs)."""
@@ -64,14 +64,6 @@ class YOLOXLoss:
                 raise ValueError(f"YOLOXLoss: level {i} output has shape {tuple(p.shape)}, expected "
                                  f"(B, 1, ny, nx, {5 + self.nc})")
         return torch.cat([p.reshape(p.shape[0], -1, p.shape[-1]) for p in raw], 1).float()
-
-    def cells(self, raw: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Cell indices ``(N, 2)`` and strides ``(N, 1)`` of the flattened cells, cached per feature size."""
-        shapes = tuple(tuple(p.shape[2:4]) for p in raw)
-        key = (shapes, raw[0].device)
-        if self._cells is None or self._cells[0] != key:
-            self._cells = (key, *flat_cells(shapes, self.strides, raw[0].device))
-        return self._cells[1], self._cells[2]
 
     def __call__(self, raw: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
         """raw: per level (B, 1, ny, nx, 5 + nc); targets: (M, 6) normalised -> (total, items (4,))."""

@@ -10,6 +10,12 @@ Results go to runs/detect/exp{N}/: annotated images and mp4s (the source's fps a
 crops/<class>/*.jpg (``--save-crop``). A log line per frame; a summary (frames, mean pre-process / inference /
 NMS ms, end-to-end fps) at the end. q (with --view-img) or Ctrl-C ends the run cleanly: videos written so far
 stay playable.
+
+Reading, drawing and writing overlap with inference: a reader thread decodes and letterboxes image and video files
+two frames ahead (streams have their own readers), and a writer thread draws and writes each frame's outputs and
+prints its log line, in frame order, up to ``WRITE_AHEAD`` batches behind the model. Every output is written
+before ``run()`` returns; a write error (e.g. a full disk) ends the run with that error. With --view-img the
+outputs stay in the main thread (windows and key presses belong to it).
 """
 from __future__ import annotations
 

@@ -10,6 +10,12 @@ Results go to runs/detect/exp{N}/: annotated images and mp4s (the source's fps a
 crops/<class>/*.jpg (``--save-crop``). A log line per frame; a summary (frames, mean pre-process / inference /
 NMS ms, end-to-end fps) at the end. q (with --view-img) or Ctrl-C ends the run cleanly: videos written so far
 stay playable.
+
+Reading, drawing and writing overlap with inference: a reader thread decodes and letterboxes image and video files
+two frames ahead (streams have their own readers), and a writer thread draws and writes each frame's outputs and
+prints its log line, in frame order, up to ``WRITE_AHEAD`` batches behind the model. Every output is written
+before ``run()`` returns; a write error (e.g. a full disk) ends the run with that error. With --view-img the
+outputs stay in the main thread (windows and key presses belong to it).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from models.backends import Backend, inference_size
 from models.runtime import backend_choices, runtime_backend
 from utils.boxes import postprocess, scale_boxes, xyxy2xywhn
 from utils.data.augmentations import round_to_stride
+from utils.data.background import Worker
 from utils.data.check_image import check_image
 from utils.data.sinks import VideoSinks
 from utils.data.sources import (
@@ -43,6 +50,7 @@ from utils.io.files import default_weights, increment_path
 from utils.torch_utils import LOGGER, select_device, time_sync
 
 ROOT = Path(__file__).resolve().parent
+WRITE_AHEAD = 4  # batches queued for the writer thread (drawing, writing, logging); 0: write in the main thread
 
 
 @dataclass(frozen=True)
@@ -77,24 +85,47 @@ class DetectResult:
 
 
 class _Outputs:
-    """Per-frame outputs: labels, crops, annotated images / videos, the display window."""
+    """Per-frame outputs: labels, crops, annotated images / videos, the log line, the display window.
 
-    def __init__(self, save_dir: Path, names: dict[int, str], opts: OutputOptions):
-        self.save_dir, self.names, self.opts = save_dir, names, opts
+    Without a window they are drawn and written by one background thread (``WRITE_AHEAD`` batches queued, in
+    frame order) while the model runs on the next frames; its error is raised in the caller's thread by the next
+    ``submit`` or by ``finish``. With --view-img everything stays in the caller's thread (imshow, waitKey, q)."""
+
+    def __init__(self, save_dir: Path, names: dict[int, str], opts: OutputOptions, sinks: VideoSinks):
+        self.save_dir, self.names, self.opts, self.sinks = save_dir, names, opts, sinks
         self.crops = CropWriter(save_dir / "crops")
         self.labels = 0
         self.view = opts.view_img and _display_available()
         self.quit = False
+        self._writer = None if self.view or WRITE_AHEAD < 1 else Worker(self._write, WRITE_AHEAD, "detect-writer")
 
-    def handle(self, batch: SourceBatch, i: int, im_hw: tuple[int, int], det: torch.Tensor,
-               sinks: VideoSinks) -> str:
-        """Write and show one image's detections ``det`` (n, 6) [xyxy input px, conf, cls]; -> its log text."""
+    def submit(self, batch: SourceBatch, im_hw: tuple[int, int], dets: list[torch.Tensor], dt_inf: float) -> None:
+        """One batch's detections, per image (n, 6) [xyxy input px, conf, cls]: boxes mapped to the original
+        frames here; drawn, written and logged here or by the writer thread."""
+        ds = []
+        for im0, det in zip(batch.im0s, dets):
+            det[:, :4] = scale_boxes(im_hw, det[:, :4], im0.shape).round()
+            ds.append(det.cpu().numpy())
+        texts = [f"{im_hw[0]}x{im_hw[1]} {describe(d, self.names)}" for d in ds]
+        text = texts[0] if len(texts) == 1 else "; ".join(f"{i}: {t}" for i, t in enumerate(texts))
+        job = (batch, ds, f"{batch.log}{text}, {dt_inf * 1e3:.1f}ms")
+        if self._writer is None:
+            self._write(job)
+        else:
+            self._writer.put(job)
+
+    def _write(self, job: tuple[SourceBatch, list[np.ndarray], str]) -> None:
+        batch, ds, line = job
+        for i, d in enumerate(ds):
+            self._handle(batch, i, d)
+        LOGGER.info(line)
+
+    def _handle(self, batch: SourceBatch, i: int, d: np.ndarray) -> None:
+        """Write and show one image's detections ``d`` (n, 6) [xyxy px of its original frame, conf, cls]."""
         im0 = batch.im0s[i]
-        det[:, :4] = scale_boxes(im_hw, det[:, :4], im0.shape).round()
         stem = batch.names[i] if batch.frame == 0 else f"{batch.names[i]}_{batch.frame}"
-        if self.opts.save_txt and len(det):
-            self._write_labels(det, im0.shape, stem)
-        d = det.cpu().numpy()
+        if self.opts.save_txt and len(d):
+            self._write_labels(d, im0.shape, stem)
         if self.opts.save_crop:
             self.crops.save(d, im0, self.names, stem)  # before drawing: crops are clean
         if self.opts.save_img or self.view:
@@ -104,19 +135,23 @@ class _Outputs:
             if self.view:
                 self._show(batch.paths[i], frame)
             if self.opts.save_img:
-                self._save(batch, i, frame, sinks)
-        return f"{im_hw[0]}x{im_hw[1]} {describe(d, self.names)}"
+                self._save(batch, i, frame)
 
-    def _write_labels(self, det: torch.Tensor, shape: tuple[int, ...], stem: str) -> None:
-        xywhn = xyxy2xywhn(det[:, :4], w=shape[1], h=shape[0])
-        cols = (det[:, 5:6], xywhn, det[:, 4:5]) if self.opts.save_conf else (det[:, 5:6], xywhn)
+    def finish(self) -> None:
+        """Wait until every submitted frame is written; raises the writer's error."""
+        if self._writer is not None:
+            self._writer.finish()
+
+    def _write_labels(self, d: np.ndarray, shape: tuple[int, ...], stem: str) -> None:
+        xywhn = xyxy2xywhn(d[:, :4], w=shape[1], h=shape[0])
+        cols = (d[:, 5:6], xywhn, d[:, 4:5]) if self.opts.save_conf else (d[:, 5:6], xywhn)
         with open(self.save_dir / "labels" / f"{stem}.txt", "a") as f:
-            np.savetxt(f, torch.cat(cols, 1).cpu().numpy(), fmt="%g")
+            np.savetxt(f, np.concatenate(cols, 1), fmt="%g")
         self.labels += 1
 
-    def _save(self, batch: SourceBatch, i: int, frame: np.ndarray, sinks: VideoSinks) -> None:
+    def _save(self, batch: SourceBatch, i: int, frame: np.ndarray) -> None:
         if batch.is_video or batch.is_stream:
-            sinks.write(i, self.save_dir / f"{batch.names[i]}.mp4", frame, batch.fps[i], batch.size[i])
+            self.sinks.write(i, self.save_dir / f"{batch.names[i]}.mp4", frame, batch.fps[i], batch.size[i])
             return
         path = self.save_dir / f"{batch.names[i]}{Path(batch.paths[i]).suffix}"
         if not cv2.imwrite(str(path), frame):
@@ -133,6 +168,10 @@ class _Outputs:
             self.view = False
 
     def close(self) -> None:
+        """Stop the writer (frames not yet written are dropped: after an error or a second Ctrl-C) and close the
+        window."""
+        if self._writer is not None:
+            self._writer.close()
         if self.view:
             try:
                 cv2.destroyAllWindows()
@@ -202,25 +241,25 @@ def _step(batch: SourceBatch, backend: Backend, nms: dict,
     return im, dets, t2 - t1
 
 
-def _loop(src: FileSource | StreamSource, backend: Backend, sinks: VideoSinks, out: _Outputs, nms: dict,
-          result: DetectResult) -> None:
-    """Every batch of ``src`` through the model and the outputs; Ctrl-C and q end it cleanly."""
+def _loop(src: FileSource | StreamSource, backend: Backend, out: _Outputs, nms: dict, result: DetectResult) -> None:
+    """Every batch of ``src`` through the model and the outputs; Ctrl-C and q end it cleanly (frames already
+    submitted are written)."""
     timer, t_start = _Timer(), time.perf_counter()
     try:
         for batch in src:
             im, dets, dt_inf = _step(batch, backend, nms, timer)
-            texts = [out.handle(batch, i, tuple(im.shape[2:]), det, sinks) for i, det in enumerate(dets)]
+            out.submit(batch, tuple(im.shape[2:]), dets, dt_inf)
             result.frames += len(dets)
             result.shape = tuple(im.shape)
-            text = texts[0] if len(texts) == 1 else "; ".join(f"{i}: {t}" for i, t in enumerate(texts))
-            LOGGER.info(f"{batch.log}{text}, {dt_inf * 1e3:.1f}ms")
             if out.quit:
                 result.end = "q"
                 LOGGER.info("q pressed: stopping")
                 break
+        out.finish()
     except KeyboardInterrupt:
         result.end = "interrupted"
         LOGGER.warning("Interrupted (Ctrl-C): stopping; outputs written so far are kept")
+        out.finish()
     result.seconds = time.perf_counter() - t_start
     result.speed_ms = tuple(t / max(result.frames, 1) * 1e3 for t in timer.dt)
     if result.end == "done" and isinstance(src, StreamSource) and src.end_reason:
@@ -274,12 +313,13 @@ def run(weights: str | Path, source: str | Path | None = None, imgsz: int | list
         save_dir = increment_path(Path(project) / name, exist_ok, mkdir=True)  # once the source opened
         if save_txt:
             (save_dir / "labels").mkdir(parents=True, exist_ok=True)
-        result, out = DetectResult(save_dir), _Outputs(save_dir, backend.names, opts)
-        try:
-            with VideoSinks() as sinks, backend.host_threads():
-                _loop(src, backend, sinks, out, nms, result)
-        finally:
-            out.close()
+        result = DetectResult(save_dir)
+        with VideoSinks() as sinks, backend.host_threads():
+            out = _Outputs(save_dir, backend.names, opts, sinks)
+            try:
+                _loop(src, backend, out, nms, result)
+            finally:
+                out.close()  # the writer thread joined before the videos close
     result.labels, result.crops, result.source_summary = out.labels, out.crops.saved, _source_summary(src)
     _log_summary(result, opts)
     return result

@@ -2,10 +2,18 @@
 
     python bench/detect_fps.py                                   # yolov5n and yolov5n-decoupled, fresh weights
     python bench/detect_fps.py --weights runs/train/exp/weights/best.pt --threads 1 2
+    python bench/detect_fps.py --weights best.pt --checkouts /tmp/before . --rounds 5   # python detect.py, A vs B
 
 Each model runs through ``detect.run`` on the whole video (decode, letterbox, inference, NMS, drawing, writing
 the annotated mp4), once as its .pt and once as a --dynamic ONNX export of it, so both see the same letterboxed
-input. Without --weights, freshly initialised models are used: speed does not depend on training (an untrained
+input.
+
+``--checkouts A B`` instead times ``python detect.py --weights W --source VIDEO`` as a user runs it (default flags,
+``--imgsz`` only if given), from each checkout's folder (e.g. a ``git worktree`` of the commit before a change, then
+this one), ``--rounds`` times with the order alternating: the whole-process wall and detect.py's own end-to-end
+FPS, medians, and each checkout against the first (one untimed run first caches the runtime export).
+
+Without --weights, freshly initialised models are used: speed does not depend on training (an untrained
 model finds nothing at conf 0.25, so NMS and drawing cost less than with a trained one). Each setting runs
 ``--repeat`` times and keeps the fastest (the machine may be shared). Prints a table and writes
 runs/bench/detect_fps.json.
@@ -17,8 +25,12 @@ import json
 import logging
 import os
 import platform
+import re
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # run as a script: make the repo root importable
@@ -41,10 +53,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", nargs="+", default=None, help=".pt files (default: fresh yolov5n, yolov5n-decoupled)")
     p.add_argument("--source", default=None, help="video (default: the built-in shapes video)")
-    p.add_argument("--imgsz", type=int, default=320, help="inference size (px)")
+    p.add_argument("--imgsz", type=int, default=None, help="inference size (px; default 320, --checkouts: detect.py's)")
     p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
                    help="intra-op thread counts to time (PyTorch and ONNX Runtime alike)")
     p.add_argument("--repeat", type=int, default=2, help="runs per setting; the fastest is kept")
+    p.add_argument("--checkouts", nargs="+", default=None,
+                   help="time `python detect.py` from each of these repository folders instead (needs --weights)")
+    p.add_argument("--rounds", type=int, default=3, help="--checkouts: timed runs per checkout, order alternating")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench" / "detect_fps.json"))
     return p.parse_args(argv)
 
@@ -82,6 +97,52 @@ def bench(weights: list[Path], source: str, imgsz: int, threads: list[int], repe
     return rows
 
 
+SUMMARY = re.compile(r"(\d+) frames in ([\d.]+)s: ([\d.]+) FPS end-to-end")
+
+
+def run_cli(root: Path, weights: Path, source: str, imgsz: int | None, project: Path) -> dict:
+    """One ``python detect.py`` from ``root``: whole-process wall seconds and its own summary line's figures."""
+    cmd = [sys.executable, str(root / "detect.py"), "--weights", str(weights), "--source", source,
+           "--project", str(project), *(["--imgsz", str(imgsz)] if imgsz else [])]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=project.parent)
+    wall = time.perf_counter() - t0
+    m = SUMMARY.search(p.stderr + p.stdout)
+    if p.returncode or not m:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return {"wall_s": wall, "frames": int(m[1]), "loop_s": float(m[2]), "fps": float(m[3])}
+
+
+def bench_checkouts(roots: list[Path], weights: Path, source: str, imgsz: int | None, rounds: int,
+                    work: Path) -> list[dict]:
+    """Each checkout's detect.py, ``rounds`` times, the order alternating; medians and ratios to the first."""
+    run_cli(roots[-1], weights, source, imgsz, work / "warmup")  # caches the runtime export for every side
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(roots))}
+    for r in range(rounds):
+        order = range(len(roots)) if r % 2 == 0 else reversed(range(len(roots)))
+        for i in order:
+            runs[i].append(run_cli(roots[i], weights, source, imgsz, work / f"side{i}"))
+        print(f"round {r}: " + ", ".join(f"{roots[i].name} {runs[i][-1]['fps']:.1f} fps / {runs[i][-1]['wall_s']:.2f} s"
+                                         for i in range(len(roots))) + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
+    for i, root in enumerate(roots):
+        fps = statistics.median(x["fps"] for x in runs[i])
+        wall = statistics.median(x["wall_s"] for x in runs[i])
+        rows.append({"checkout": str(root), "frames": runs[i][0]["frames"], "fps": fps, "wall_s": wall,
+                     "fps_ratio": fps / rows[0]["fps"] if rows else 1.0,
+                     "wall_ratio": rows[0]["wall_s"] / wall if rows else 1.0, "runs": runs[i]})
+    return rows
+
+
+def print_checkouts(rows: list[dict]) -> None:
+    head = f"{'checkout':<40}{'frames':>8}{'FPS':>8}{'x first':>9}{'wall s':>9}{'x first':>9}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        print(f"{r['checkout'][-40:]:<40}{r['frames']:>8}{r['fps']:>8.1f}{r['fps_ratio']:>9.2f}{r['wall_s']:>9.2f}"
+              f"{r['wall_ratio']:>9.2f}")
+    print("medians; 'x first': FPS over the first checkout's, its wall over this one's (higher is faster)")
+
+
 def print_table(rows: list[dict]) -> None:
     head = f"{'model':<22}{'format':<14}{'threads':>8}{'frames':>8}{'input':>16}{'pre ms':>8}{'infer ms':>10}" \
            f"{'NMS ms':>8}{'FPS':>8}"
@@ -104,13 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             weights = fresh_weights(work, data["names"])
             note = "weights: freshly initialised models (speed does not depend on training)"
-        print(f"detect.py end-to-end on {source} at --imgsz {opt.imgsz}; {note}")
+        print(f"detect.py end-to-end on {source} at --imgsz {opt.imgsz or ('default' if opt.checkouts else 320)}; "
+              f"{note}; load average {os.getloadavg()[0]:.1f}")
         for w in weights:  # exports go beside the weights: copy user weights into the work folder
             if w.parent != work:
                 (work / w.name).write_bytes(w.read_bytes())
-        rows = bench([work / w.name for w in weights], source, opt.imgsz, opt.threads, opt.repeat, work)
-    print_table(rows)
-    info = {"note": note, "source": source, "imgsz": opt.imgsz, "repeat": opt.repeat, "cpu_count": os.cpu_count(),
+        if opt.checkouts:
+            roots = [Path(c).resolve() for c in opt.checkouts]
+            rows = bench_checkouts(roots, work / weights[0].name, source, opt.imgsz, opt.rounds, work)
+        else:
+            rows = bench([work / w.name for w in weights], source, opt.imgsz or 320, opt.threads, opt.repeat, work)
+    print_checkouts(rows) if opt.checkouts else print_table(rows)
+    info = {"note": note, "source": source, "imgsz": opt.imgsz, "repeat": opt.repeat, "rounds": opt.rounds,
+            "cpu_count": os.cpu_count(),
             "loadavg": os.getloadavg(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "results": rows}
     out = Path(opt.out)

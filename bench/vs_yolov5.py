@@ -13,7 +13,8 @@ reference runs in its own process. Three tasks:
   detect.py and val.py use), so load drifts hit every side alike; medians and ratios ours / YOLOv5.
 - ``detect``: detect.py end-to-end on the built-in demo video with the same weights (a YOLOv5 checkpoint written by
   YOLOv5's code, which our detect.py reads too), default flags on both sides, timed around each ``run()`` call, two
-  rounds: the first includes our one-time export into the runtime cache, the second (the headline) reuses it.
+  rounds: the first includes our one-time export into the runtime cache, the second (the headline) reuses it; then
+  each side's ``python detect.py`` as a whole process (``--detect-rounds``, order alternating, medians).
 - ``train``: wall time of each side's train.py, default flags, yolov5n, 320 px, batch 16, 2 epochs on the same 256
   generated images, ``--train-rounds`` times with the order alternating; the ratio of the medians.
 
@@ -174,8 +175,9 @@ def fp32_peak() -> dict:
             "amx_bf16": "amx_bf16" in flags}
 
 
-def detect_fps(ref: Reference, tmp: Path) -> dict:
-    """Both detect.py's on the demo video with one YOLOv5-written yolov5n checkpoint (4 classes), default flags."""
+def detect_fps(ref: Reference, tmp: Path, python: str, folder: Path, rounds: int) -> dict:
+    """Both detect.py's on the demo video with one YOLOv5-written yolov5n checkpoint (4 classes), default flags:
+    timed around each ``run()`` (two rounds), then as whole processes (``rounds``, order alternating)."""
     data = check_dataset("shapes.yaml")
     video = Path(data["path"]) / "videos" / "shapes.mp4"
     w = tmp / "yolov5n-shapes.pt"
@@ -193,6 +195,32 @@ def detect_fps(ref: Reference, tmp: Path) -> dict:
         print(f"detect on {video.name} ({what}): YOLOv5 {frames / t_ref:.1f} fps, ours {frames / t_ours:.1f} fps "
               f"({t_ref / t_ours:.2f}x)", flush=True)
     out.update(out["rounds"][-1])  # the headline: a user's every run after the first
+    out["process"] = detect_processes(python, folder, w, video, tmp, rounds)
+    return out
+
+
+def detect_processes(python: str, folder: Path, w: Path, video: Path, tmp: Path, rounds: int) -> dict:
+    """Whole-process wall of each side's ``python detect.py --weights W --source VIDEO`` (default flags; interpreter
+    start, imports, model load, the video), ``rounds`` times with the order alternating; the ratio of the medians."""
+    cmds = {"yolov5": [python, str(folder / "detect.py"), "--weights", str(w), "--source", str(video), "--device",
+                       "cpu", "--project", str(tmp / "yolov5-cli")],
+            "ours": [sys.executable, str(ROOT / "detect.py"), "--weights", str(w), "--source", str(video), "--project",
+                     str(tmp / "ours-cli")]}
+    times = {"yolov5": [], "ours": []}
+    for r in range(rounds):
+        for side in (("yolov5", "ours") if r % 2 == 0 else ("ours", "yolov5")):
+            t0 = time.perf_counter()
+            p = subprocess.run(cmds[side], capture_output=True, text=True, cwd=tmp,
+                               env=REF_ENV if side == "yolov5" else None)
+            times[side].append(time.perf_counter() - t0)
+            if p.returncode:
+                raise RuntimeError(f"{side} detect.py failed:\n{p.stderr[-2000:]}")
+        print(f"detect.py whole process, round {r}: YOLOv5 {times['yolov5'][-1]:.1f} s, ours {times['ours'][-1]:.1f} s "
+              f"({times['yolov5'][-1] / times['ours'][-1]:.2f}x)", flush=True)
+    out = {"yolov5_s": times["yolov5"], "ours_s": times["ours"],
+           "ratio": float(np.median(times["yolov5"]) / np.median(times["ours"]))}
+    print(f"detect.py whole process, median of {rounds}: YOLOv5 {np.median(times['yolov5']):.1f} s, ours "
+          f"{np.median(times['ours']):.1f} s ({out['ratio']:.2f}x)", flush=True)
     return out
 
 
@@ -245,6 +273,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--train-rounds", type=int, default=2, help="train.py runs per side (order alternating)")
+    ap.add_argument("--detect-rounds", type=int, default=3,
+                    help="whole-process detect.py runs per side (order alternating)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", default=str(ROOT / "runs" / "bench" / "vs_yolov5.json"))
     opt = ap.parse_args()
@@ -267,7 +297,7 @@ def main() -> None:
         if "latency" in opt.tasks:
             out["latency"] = latency(ref, opt.cfg, opt.sizes, opt.rounds, opt.runs, tmp)
         if "detect" in opt.tasks:
-            out["detect"] = detect_fps(ref, tmp)
+            out["detect"] = detect_fps(ref, tmp, opt.python, folder, opt.detect_rounds)
     finally:
         ref.close()
     if "train" in opt.tasks:

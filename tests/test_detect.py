@@ -277,3 +277,99 @@ def test_annotator_and_crops(tmp_path):
     writer.save(det[:1], im, NAMES, "a")
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg")) == [
         "a/a_1.jpg", "c/a.jpg", "c/a_1.jpg", "c/a_1_2.jpg"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the reader and writer threads
+
+
+def our_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name in ("file-reader", "detect-writer")]
+
+
+@pytest.fixture
+def unthreaded(monkeypatch):
+    """detect.py as before the reader and writer threads: everything in the main thread."""
+    from utils.data import sources
+
+    def apply():
+        monkeypatch.setattr(sources, "PREFETCH", 0)
+        monkeypatch.setattr(detect, "WRITE_AHEAD", 0)
+    return apply
+
+
+def test_threads_write_frames_in_order_with_the_same_labels_and_logs(weights, tmp_path, unthreaded, caplog):
+    clip = tmp_path / "grey.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for k in range(24):  # frame k: grey level 10 k, so the order of the written frames can be read back
+        w.write(np.full((64, 96, 3), 10 * k, np.uint8))
+    w.release()
+    runs = {}
+    for mode in ("threaded", "unthreaded"):
+        if mode == "unthreaded":
+            unthreaded()
+        with caplog.at_level(logging.INFO, logger="headzoo"):
+            caplog.clear()
+            r = detect.run(weights, clip, imgsz=64, conf_thres=0.0, max_det=3, save_txt=True, save_conf=True,
+                           line_thickness=1, hide_labels=True, project=tmp_path, name=mode)
+        lines = [m for m in caplog.messages if m.startswith("video 1/1 (")]
+        runs[mode] = r, read_labels(r.save_dir / "labels"), lines
+        assert not our_threads()
+    (r1, labels1, lines1), (r0, labels0, lines0) = runs["threaded"], runs["unthreaded"]
+    assert r1.frames == r0.frames == 24 and r1.labels == r0.labels == 24
+    assert labels1.keys() == labels0.keys() and all(np.array_equal(labels1[k], labels0[k]) for k in labels0)
+    assert [m.split(":")[0] for m in lines1] == [m.split(":")[0] for m in lines0]  # one line a frame, in order
+    assert [m.split(":")[0] for m in lines1] == [f"video 1/1 ({k}/24) {clip}" for k in range(1, 25)]
+    frames1, frames0 = read_frames(r1.save_dir / "grey.mp4"), read_frames(r0.save_dir / "grey.mp4")
+    greys = [int(np.bincount(f[..., 1].ravel()).argmax()) for f in frames1]  # the background: the most common level
+    assert len(greys) == 24 and greys == sorted(set(greys)), greys  # mp4v moves levels by a few, never reorders
+    assert all(abs(g - 10 * k) <= 6 for k, g in enumerate(greys)), greys
+    assert len(frames0) == 24 and all(np.abs(a.astype(int) - b).max() <= 2 for a, b in zip(frames1, frames0))
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    cap, frames = cv2.VideoCapture(str(path)), []
+    while (frame := cap.read()[1]) is not None:
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def test_a_writer_error_is_one_clear_error_and_stops_the_threads(weights, image_dir, video, tmp_path, monkeypatch,
+                                                                 caplog):
+    monkeypatch.setattr(detect.cv2, "imwrite", lambda *a: False)
+    with caplog.at_level(logging.ERROR, logger="headzoo"):
+        rc = detect.main(["--weights", str(weights), "--source", str(image_dir), "--imgsz", "64",
+                          "--project", str(tmp_path), "--backend", "torch"])
+    assert rc == 2 and "error: cannot write" in caplog.text and "im0.jpg" in caplog.text
+    assert not our_threads()
+
+    calls = []
+    real_write = detect.VideoSinks.write
+
+    def failing_write(self, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise OSError("cannot write frame 4: disk full")
+        real_write(self, *args)
+
+    monkeypatch.setattr(detect.VideoSinks, "write", failing_write)
+    with pytest.raises(OSError, match="frame 4: disk full"):
+        detect.run(weights, video, imgsz=64, project=tmp_path, name="video")
+    assert not our_threads()
+    assert count_frames(tmp_path / "video" / "clip.mp4")[0] == 3  # closed, playable: the frames before the error
+
+
+def test_ctrl_c_on_a_file_writes_every_frame_counted(weights, video, tmp_path, monkeypatch):
+    real_step, calls = detect._step, []
+
+    def step(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(detect, "_step", step)
+    r = detect.run(weights, video, imgsz=64, project=tmp_path)
+    assert r.end == "interrupted" and r.frames == 4 and not our_threads()
+    assert count_frames(r.save_dir / "clip.mp4")[0] == 4

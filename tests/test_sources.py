@@ -307,3 +307,82 @@ def test_video_sink_stays_playable_after_an_interruption(tmp_path: Path):
             raise KeyboardInterrupt
     assert _count_frames(tmp_path / "a.mp4") == (10, (64, 48))
     assert _count_frames(tmp_path / "b.mp4") == (4, (32, 32))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# background threads (the file reader, detect.py's writer)
+
+
+def test_prefetch_reads_ahead_boundedly_and_raises_the_readers_error():
+    from utils.data.background import Prefetch
+
+    produced, closed_in = [], []
+
+    def gen():
+        try:
+            for i in range(10):
+                produced.append(i)
+                if i == 6:
+                    raise OSError("disk gone at item 6")
+                yield i
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    p = Prefetch(gen(), depth=2, name="reader-under-test")
+    assert next(p) == 0
+    time.sleep(0.3)
+    assert len(produced) <= 1 + 2 + 1  # taken, queued (depth), one in hand waiting for room
+    assert [next(p) for _ in range(5)] == [1, 2, 3, 4, 5]
+    with pytest.raises(OSError, match="disk gone at item 6"):
+        next(p)
+    assert not p.thread.is_alive() and closed_in == ["reader-under-test"]
+
+
+def test_file_source_reader_thread_stops_on_break_and_matches_the_unthreaded_frames(tmp_path):
+    video = _write_video(tmp_path / "v.mp4", 12)
+    with FileSource([str(video)], 64, prefetch=0) as src:
+        plain = [(b.frame, b.log, b.im.copy()) for b in src]
+    with FileSource([str(video)], 64, prefetch=2) as src:
+        threaded = [(b.frame, b.log, b.im.copy()) for b in src]
+        reader = src._gen.thread
+    assert [f[:2] for f in threaded] == [f[:2] for f in plain] and len(plain) == 12
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(threaded, plain)) and not reader.is_alive()
+    src = FileSource([str(video)], 64, prefetch=3)
+    for b in src:
+        if b.frame == 2:
+            break
+    reader = src._gen.thread
+    src.close()
+    assert not reader.is_alive() and not any(t.name == "file-reader" for t in threading.enumerate())
+    src = FileSource([str(video)], 64, prefetch=2)
+    assert next(iter(src)).frame == 1
+    reader = src._gen.thread
+    del src  # dropped without close(): its thread ends by itself
+    reader.join(5)
+    assert not reader.is_alive()
+
+
+def test_worker_keeps_order_and_raises_its_error_once():
+    from utils.data.background import Worker
+
+    done = []
+
+    def work(i):
+        if i == 5:
+            raise OSError(f"cannot write item {i}")
+        time.sleep(0.002)
+        done.append(i)
+
+    w = Worker(work, depth=2)
+    for i in range(5):
+        w.put(i)
+    w.finish()
+    assert done == [0, 1, 2, 3, 4] and not w.thread.is_alive()
+    w = Worker(work, depth=2)
+    with pytest.raises(OSError, match="cannot write item 5"):
+        for i in range(5, 100):
+            w.put(i)
+            time.sleep(0.001)
+    w.finish()  # already raised: not again
+    w.close()
+    assert not w.thread.is_alive() and done == [0, 1, 2, 3, 4]

@@ -11,6 +11,9 @@ Shape shorthand:
     webcam index ``0``, ``rtsp://`` ``rtmp://`` ``http(s)://`` URL, ``.streams`` file of URLs -> StreamSource
 Both yield ``SourceBatch`` records and close on ``with``/``close()``; utils/data/sinks.py writes annotated mp4s.
 
+Files are decoded and letterboxed by one reader thread, ``PREFETCH`` frames ahead of the consumer (a bounded
+queue: errors are raised in the consumer, ``close()`` joins the thread).
+
 A stream has one reader thread that keeps only the newest decoded frame (a slow consumer drops frames rather
 than building latency), reconnects with exponential back-off when the stream drops, and ends the iteration
 cleanly, with a logged reason, when a stream is gone for good (``StreamConfig``).
@@ -30,12 +33,14 @@ import numpy as np
 
 from utils import LOGGER
 from utils.data.augmentations import letterbox
+from utils.data.background import Prefetch
 from utils.io.files import list_files
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 VID_FORMATS = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 FPS_FALLBACK = 30.0
+PREFETCH = 2  # FileSource: frames decoded ahead of the consumer by a reader thread (0: none)
 
 
 @dataclass
@@ -101,8 +106,10 @@ def load_source(
     auto: bool = True,
     vid_stride: int = 1,
     stream_config: StreamConfig | None = None,
+    prefetch: int | None = None,
 ) -> FileSource | StreamSource:
-    """The source for a ``--source`` string: files (images, videos) or live streams."""
+    """The source for a ``--source`` string: files (images, videos; ``prefetch`` frames read ahead by a thread)
+    or live streams (a reader thread per stream)."""
     if int(vid_stride) < 1:
         raise ValueError(f"vid_stride must be >= 1, got {vid_stride}")
     s = str(source).strip()
@@ -110,7 +117,7 @@ def load_source(
         return StreamSource(read_stream_list(s), imgsz, stride, auto, vid_stride, stream_config)
     if is_stream(s):
         return StreamSource([s], imgsz, stride, auto, vid_stride, stream_config)
-    return FileSource(list_media(s), imgsz, stride, auto, vid_stride)
+    return FileSource(list_media(s), imgsz, stride, auto, vid_stride, prefetch)
 
 
 def read_stream_list(path: str | Path) -> list[str]:
@@ -184,13 +191,20 @@ def _frame_count(cap: cv2.VideoCapture) -> int | None:
 
 
 class FileSource:
-    """Images and video files, one frame a step (B = 1). Unreadable files are skipped, counted and logged."""
+    """Images and video files, one frame a step (B = 1). Unreadable files are skipped, counted and logged.
+
+    ``prefetch`` > 0 (None: ``PREFETCH``): a background thread decodes and letterboxes up to that many frames ahead
+    of the consumer (utils/data/background.py), so the next frame is read while the model runs; 0 reads in the
+    consumer's thread.
+    """
 
     bs = 1
 
-    def __init__(self, files: Sequence[str], imgsz, stride: int = 32, auto: bool = True, vid_stride: int = 1):
+    def __init__(self, files: Sequence[str], imgsz, stride: int = 32, auto: bool = True, vid_stride: int = 1,
+                 prefetch: int | None = None):
         self.files = list(files)
         self.imgsz, self.stride, self.auto, self.vid_stride = imgsz, stride, auto, int(vid_stride)
+        self.prefetch = PREFETCH if prefetch is None else int(prefetch)
         self.skipped: list[str] = []  # files that could not be read
         self.is_video = [_suffix(f) in VID_FORMATS for f in self.files]
         self._gen: Iterator[SourceBatch] | None = None
@@ -200,11 +214,13 @@ class FileSource:
 
     def __iter__(self) -> Iterator[SourceBatch]:
         self.close()
-        self._gen = self._generate()
+        gen = _FileReader(self.files, self.is_video, self.imgsz, self.stride, self.auto, self.vid_stride,
+                          self.skipped).frames()  # holds no reference to self: a dropped source stops its thread
+        self._gen = Prefetch(gen, self.prefetch, name="file-reader") if self.prefetch > 0 else gen
         return self._gen
 
     def close(self) -> None:
-        """Stop the iteration; releases an open video."""
+        """Stop the iteration (and join the reader thread); releases an open video."""
         if self._gen is not None:
             self._gen.close()
             self._gen = None
@@ -215,7 +231,20 @@ class FileSource:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _generate(self) -> Iterator[SourceBatch]:
+
+@dataclass
+class _FileReader:
+    """FileSource's decoding and letterboxing, run by its reader thread (or the consumer's, without prefetch)."""
+
+    files: list[str]
+    is_video: list[bool]
+    imgsz: int | Sequence[int]
+    stride: int
+    auto: bool
+    vid_stride: int
+    skipped: list[str]  # FileSource's list: unreadable files are appended
+
+    def frames(self) -> Iterator[SourceBatch]:
         n = len(self.files)
         for i, path in enumerate(self.files):
             if self.is_video[i]:

@@ -199,6 +199,23 @@ def detect_fps(ref: Reference, tmp: Path, python: str, folder: Path, rounds: int
     return out
 
 
+def timed_rounds(command, tmp: Path, rounds: int, what: str) -> dict[str, list[float]]:
+    """Wall seconds of ``command(side, round)`` run as a process for each side, ``rounds`` times, the order
+    alternating so that a drift in load hits both sides alike; a failed process is an error with its stderr."""
+    times = {"yolov5": [], "ours": []}
+    for r in range(rounds):
+        for side in (("yolov5", "ours") if r % 2 == 0 else ("ours", "yolov5")):
+            t0 = time.perf_counter()
+            p = subprocess.run(command(side, r), capture_output=True, text=True, cwd=tmp,
+                               env=REF_ENV if side == "yolov5" else None)
+            times[side].append(time.perf_counter() - t0)
+            if p.returncode:
+                raise RuntimeError(f"{side} {what} failed:\n{p.stderr[-2000:]}")
+        print(f"{what}, round {r}: YOLOv5 {times['yolov5'][-1]:.1f} s, ours {times['ours'][-1]:.1f} s "
+              f"(ours / YOLOv5 {times['ours'][-1] / times['yolov5'][-1]:.2f})", flush=True)
+    return times
+
+
 def detect_processes(python: str, folder: Path, w: Path, video: Path, tmp: Path, rounds: int) -> dict:
     """Whole-process wall of each side's ``python detect.py --weights W --source VIDEO`` (default flags; interpreter
     start, imports, model load, the video), ``rounds`` times with the order alternating; the ratio of the medians."""
@@ -206,17 +223,7 @@ def detect_processes(python: str, folder: Path, w: Path, video: Path, tmp: Path,
                        "cpu", "--project", str(tmp / "yolov5-cli")],
             "ours": [sys.executable, str(ROOT / "detect.py"), "--weights", str(w), "--source", str(video), "--project",
                      str(tmp / "ours-cli")]}
-    times = {"yolov5": [], "ours": []}
-    for r in range(rounds):
-        for side in (("yolov5", "ours") if r % 2 == 0 else ("ours", "yolov5")):
-            t0 = time.perf_counter()
-            p = subprocess.run(cmds[side], capture_output=True, text=True, cwd=tmp,
-                               env=REF_ENV if side == "yolov5" else None)
-            times[side].append(time.perf_counter() - t0)
-            if p.returncode:
-                raise RuntimeError(f"{side} detect.py failed:\n{p.stderr[-2000:]}")
-        print(f"detect.py whole process, round {r}: YOLOv5 {times['yolov5'][-1]:.1f} s, ours {times['ours'][-1]:.1f} s "
-              f"({times['yolov5'][-1] / times['ours'][-1]:.2f}x)", flush=True)
+    times = timed_rounds(lambda side, r: cmds[side], tmp, rounds, "detect.py whole process")
     out = {"yolov5_s": times["yolov5"], "ours_s": times["ours"],
            "ratio": float(np.median(times["yolov5"]) / np.median(times["ours"]))}
     print(f"detect.py whole process, median of {rounds}: YOLOv5 {np.median(times['yolov5']):.1f} s, ours "
@@ -243,17 +250,7 @@ def train_wall(python: str, folder: Path, tmp: Path, rounds: int) -> dict:
             "ours": [sys.executable, str(ROOT / "train.py"), "--data", str(ours_yaml), "--cfg", "yolov5n.yaml",
                      "--imgsz", "320", "--batch-size", "16", "--epochs", "2", "--project", str(tmp / "train"),
                      "--name", "ours"]}
-    times = {"yolov5": [], "ours": []}
-    for r in range(rounds):  # alternate who goes first, so a drift in load hits both sides alike
-        for side in (("yolov5", "ours") if r % 2 == 0 else ("ours", "yolov5")):
-            cmd = [*cmds[side][:-1], f"{side}{r}"]  # a fresh run folder per round
-            t0 = time.perf_counter()
-            p = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=REF_ENV if side == "yolov5" else None)
-            times[side].append(time.perf_counter() - t0)
-            if p.returncode:
-                raise RuntimeError(f"{side} train.py failed:\n{p.stderr[-2000:]}")
-        print(f"train round {r}: YOLOv5 {times['yolov5'][-1]:.1f} s, ours {times['ours'][-1]:.1f} s "
-              f"({times['ours'][-1] / times['yolov5'][-1]:.2f}x)", flush=True)
+    times = timed_rounds(lambda side, r: [*cmds[side][:-1], f"{side}{r}"], tmp, rounds, "train")  # a fresh folder
     out = {"yolov5_s": times["yolov5"], "ours_s": times["ours"],
            "ratios": [o / y for o, y in zip(times["ours"], times["yolov5"])]}
     out["ratio"] = float(np.median(times["ours"]) / np.median(times["yolov5"]))

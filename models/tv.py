@@ -37,8 +37,8 @@ TRUNKS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext
           "wide_resnet50_2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
           "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
 # the extra levels above the FPN: LastLevelMaxPool (torchvision's Faster R-CNN: P6 max-pooled from P5), LastLevelP6P7
-# (its FCOS and RetinaNet: P6 and P7 by stride-2 3x3 convs from P5), or none
-FPN_EXTRA = {"pool": 1, "p6p7": 2, "none": 0}
+# (its FCOS and RetinaNet: P6 and P7 by stride-2 3x3 convs from P5; its RetinaNet v2: from C5, "p6p7c5"), or none
+FPN_EXTRA = {"pool": 1, "p6p7": 2, "p6p7c5": 2, "none": 0}
 
 
 def _family(name: str) -> str:
@@ -133,15 +133,16 @@ class TVTrunk(nn.Module):
 class TVFPN(nn.Module):
     """torchvision's FeaturePyramidNetwork over a list of maps -> ``len(ch)`` maps of ``c2`` channels, plus the
     extra levels ``extra`` names: "pool" (torchvision's Faster R-CNN: P6 max-pooled from the top map), "p6p7"
-    (its FCOS and RetinaNet: ``LastLevelP6P7(c2, c2)``, P6 and P7 by stride-2 convs from the top FPN map) or
-    "none"."""
+    (its FCOS and RetinaNet: ``LastLevelP6P7(c2, c2)``, P6 and P7 by stride-2 convs from the top FPN map),
+    "p6p7c5" (its retinanet_resnet50_fpn_v2: ``LastLevelP6P7(ch[-1], c2)``, from the top input map) or "none"."""
 
     def __init__(self, ch: list[int] | int, c2: int = 256, extra: str = "pool"):
         super().__init__()
         ch = [ch] if isinstance(ch, int) else list(ch)
         if extra not in FPN_EXTRA:
             raise ValueError(f"TVFPN: extra {extra!r} is not one of {', '.join(FPN_EXTRA)}")
-        blocks = LastLevelMaxPool() if extra == "pool" else LastLevelP6P7(c2, c2) if extra == "p6p7" else None
+        blocks = {"pool": LastLevelMaxPool, "p6p7": lambda: LastLevelP6P7(c2, c2),
+                  "p6p7c5": lambda: LastLevelP6P7(ch[-1], c2), "none": lambda: None}[extra]()
         self.fpn = FeaturePyramidNetwork(ch, c2, extra_blocks=blocks)
         self.out_channels = [c2] * (len(ch) + FPN_EXTRA[extra])
 

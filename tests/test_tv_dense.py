@@ -5,11 +5,14 @@ on the same batch, the class mapping (no background logit), the static ONNX expo
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import pytest
 import torch
 from torchvision.models import mobilenet_v3_large
-from torchvision.models.detection import FCOS, RetinaNet, fcos_resnet50_fpn, retinanet_resnet50_fpn
+from torchvision.models.detection import (FCOS, RetinaNet, fcos_resnet50_fpn, retinanet_resnet50_fpn,
+                                          retinanet_resnet50_fpn_v2)
+from torchvision.models.detection.retinanet import RetinaNetHead as TVRetinaNetHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _mobilenet_extractor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -36,9 +39,21 @@ REFERENCES = {  # our YAML -> torchvision's model (num_classes logits)
                                          anchor_generator=AnchorGenerator(((32,), (32,), (64,)), ((1.0,),) * 3)),
     "retinanet-mnv3-fpn.yaml": lambda k: RetinaNet(_mnv3_backbone(), k, anchor_generator=AnchorGenerator(
         ((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)),
+    "retinanet-r50-fpn-v2.yaml": lambda k: retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None,
+                                                                     num_classes=k),
+    "retinanet-mnv3-fpn-v2.yaml": lambda k: RetinaNet(_mnv3_backbone(), k, anchor_generator=AnchorGenerator(
+        ((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3), head=_v2_head(k)),
 }
 COUNTS = {"fcos-r50-fpn.yaml": 32_322_720, "retinanet-r50-fpn.yaml": 34_068_119,  # torchvision's builders, nc 91
-          "fcos-mnv3-fpn.yaml": 9_385_360, "retinanet-mnv3-fpn.yaml": 12_444_609}
+          "fcos-mnv3-fpn.yaml": 9_385_360, "retinanet-mnv3-fpn.yaml": 12_444_609,
+          "retinanet-r50-fpn-v2.yaml": 38_198_935, "retinanet-mnv3-fpn-v2.yaml": 12_446_657}
+
+
+def _v2_head(nc: int) -> torch.nn.Module:
+    """torchvision's retinanet_resnet50_fpn_v2 head (as that builder makes it) for 15 anchors per location."""
+    head = TVRetinaNetHead(256, 15, nc, norm_layer=partial(torch.nn.GroupNorm, 32))
+    head.regression_head._loss_type = "giou"
+    return head
 
 
 def _reference(cfg: str, nc: int) -> torch.nn.Module:
@@ -103,7 +118,8 @@ def test_torchvision_coco_state_dict_loads_whole_with_the_same_detections(cfg):
         torch.testing.assert_close(o["scores"], r["scores"], rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("cfg", ["fcos-mnv3-fpn.yaml", "retinanet-mnv3-fpn.yaml"])  # the R50 rows: the same code
+@pytest.mark.parametrize("cfg", ["fcos-mnv3-fpn.yaml", "retinanet-mnv3-fpn.yaml",  # the R50 rows: the same code
+                                 "retinanet-mnv3-fpn-v2.yaml"])
 def test_training_losses_and_gradients_equal_torchvision_on_the_same_batch(cfg):
     tv = _reference(cfg, nc=3).train()
     model = _ours(cfg, tv, nc=3).train()
@@ -185,3 +201,14 @@ def test_bad_rows_are_one_line_errors():
         RetinaNetHead(3, [[32], [64]], None, None, [64, 64, 64])
     with pytest.raises(ValueError, match="unknown option 'fg_iou'"):
         RetinaNetHead(3, None, None, {"fg_iou": 0.5}, [64] * 5)
+    with pytest.raises(ValueError, match="version must be 1 or 2"):
+        RetinaNetHead(3, None, None, {"version": 3}, [64] * 5)
+
+
+def test_v2_head_is_torchvisions_normalised_giou_head():
+    """RetinaNetHead's `version: 2` builds what torchvision's retinanet_resnet50_fpn_v2 has above its FPN (GroupNorm
+    in both towers, GIoU box loss); version 1 keeps its plain convolutions and the L1 loss."""
+    v1, v2 = (RetinaNetHead(3, None, None, o, [64] * 5) for o in (None, {"version": 2}))
+    norms = [sum(isinstance(m, torch.nn.GroupNorm) for m in h.head.modules()) for h in (v1, v2)]
+    assert norms == [0, 8] and v2.head.regression_head._loss_type == "giou"
+    assert v1.head.regression_head._loss_type == "l1"

@@ -28,11 +28,13 @@ Shape shorthand: B batch, A anchors per location (FCOS: 1), N = sum over levels 
 from __future__ import annotations
 
 import inspect
-from typing import ClassVar
+from functools import partial
+from typing import Callable, ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection.fcos import FCOS
 from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.retinanet import RetinaNetHead as TVRetinaNetHead
 
 from models.heads.tv_adapter import ChannelsStandIn, TorchvisionHead, anchor_generator, check_options
 from utils.losses.tv import DENSE_ITEM_SCALE, FCOS_TERMS, RETINANET_TERMS, TVOutput
@@ -56,7 +58,9 @@ class _OneStageHead(TorchvisionHead):
                                        "detections_per_img", "topk_candidates")
     loss_scale = DENSE_ITEM_SCALE
 
-    def _build(self, nc: int, sizes: list, ratios: list, options: dict | None, ch: list[int]) -> None:
+    def _build(self, nc: int, sizes: list, ratios: list, options: dict | None, ch: list[int],
+               head: Callable[[int], nn.Module] | None = None) -> None:
+        """``head``: anchors per location -> the head module to use instead of the detector's default one."""
         name = type(self).__name__
         opts = check_options(name, options, _options(self.detector))
         anchors = anchor_generator(name, sizes, ratios, self.nl)
@@ -64,6 +68,8 @@ class _OneStageHead(TorchvisionHead):
         if len(set(counts)) != 1:
             raise ValueError(f"{name}: every level needs the same number of anchors per location (one head for all "
                              f"levels), got {counts}")
+        if head is not None:
+            opts["head"] = head(counts[0])
         tv = self.detector(ChannelsStandIn(ch[0]), num_classes=nc, anchor_generator=anchors, **opts)
         for k in self.kept:
             setattr(self, k, getattr(tv, k))
@@ -115,6 +121,18 @@ class FCOSHead(_OneStageHead):
         return FCOS.compute_loss(self, targets, outputs, anchors, per_level)
 
 
+def _v2_head(c: int, nc: int) -> Callable[[int], nn.Module]:
+    """torchvision's retinanet_resnet50_fpn_v2 head: GroupNorm(32) in the towers, GIoU box loss."""
+    def build(anchors: int) -> nn.Module:
+        head = TVRetinaNetHead(c, anchors, nc, norm_layer=partial(nn.GroupNorm, 32))
+        head.regression_head._loss_type = "giou"
+        return head
+    return build
+
+
+RETINANET_VERSIONS = {1: lambda c, nc: None, 2: _v2_head}  # None: the detector's default (version 1) head
+
+
 def _retinanet_sizes(nl: int) -> list[list[int]]:
     """torchvision's RetinaNet anchors: on the level of base size s (32 x 2^i), s x 2^(0, 1/3, 2/3), floored."""
     return [[int(s * 2 ** (k / 3)) for k in range(3)] for s in (32 * 2 ** i for i in range(nl))]
@@ -127,7 +145,10 @@ class RetinaNetHead(_OneStageHead):
     list of sizes in pixels (default torchvision's: 32-512 x 2^(0, 1/3, 2/3)); ``aspect_ratios``: one list for every
     level, or one per level (default 0.5, 1, 2); every level the same number of anchors. ``options``: any of
     torchvision's ``RetinaNet`` keyword arguments (``score_thresh``, ``nms_thresh``, ``detections_per_img``,
-    ``fg_iou_thresh``, ``bg_iou_thresh``, ``topk_candidates``). ``nc`` counts classes (no background logit)."""
+    ``fg_iou_thresh``, ``bg_iou_thresh``, ``topk_candidates``), and ``version``: 1 (default: torchvision's
+    retinanet_resnet50_fpn head, plain convolutions, L1 box loss on the anchor deltas) or 2 (its
+    retinanet_resnet50_fpn_v2 head: GroupNorm(32) after every tower convolution, GIoU box loss). ``nc`` counts
+    classes (no background logit)."""
 
     detector = RetinaNet
     kept = (*_OneStageHead.kept, "proposal_matcher")
@@ -137,7 +158,13 @@ class RetinaNetHead(_OneStageHead):
                  options: dict | None = None, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, ch)
         sizes = anchor_sizes if anchor_sizes is not None else _retinanet_sizes(self.nl)
-        self._build(nc, sizes, aspect_ratios or [0.5, 1.0, 2.0], options, ch)
+        options = dict(options or {})
+        version = options.pop("version", 1)
+        if isinstance(version, bool) or version not in RETINANET_VERSIONS:
+            raise ValueError(f"RetinaNetHead: version must be 1 or 2 (torchvision's retinanet_resnet50_fpn or _v2 "
+                             f"head), got {version!r}")
+        head = RETINANET_VERSIONS[version](ch[0], nc)
+        self._build(nc, sizes, aspect_ratios or [0.5, 1.0, 2.0], options, ch, head=head)
 
     def _losses(self, targets, outputs, anchors, per_level):
         return RetinaNet.compute_loss(self, targets, outputs, anchors)

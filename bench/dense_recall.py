@@ -2,7 +2,8 @@
 (IoU >= fg_iou_thresh, or the label's best anchor when none reaches it: "low-quality" positives), and what the trained
 model predicts at those anchors -- the decoded box's IoU with the label and the label's class score. Boxes right and
 scores low points at classification; scores high and boxes wrong, at regression; few or low-IoU positives, at the
-assignment (the anchors and the grid, fixed before any training).
+assignment (the anchors and the grid, fixed before any training). Last, the scale of the signal the head passes on:
+the standard deviation of the FPN maps and of each tower block's output (over the images read).
 
     python bench/dense_recall.py --weights runs/train/exp/weights/best.pt [--data shapes.yaml] [--images 100]
 """
@@ -48,6 +49,7 @@ def main() -> None:
     data = check_dataset(opt.data)
     images = sorted(p for p in Path(data["val"]).iterdir() if p.suffix.lower() in (".jpg", ".png"))[:opt.images]
     n, n_pos, n_low, pos_iou, box_iou_pos, score_pos, best_score = 0, [], [], [], [], [], []
+    towers = {"FPN": [], "classification_head": [], "regression_head": []}  # per image: std per map / tower block
     for f in images:
         label = Path(str(f).replace("/images/", "/labels/")).with_suffix(".txt")
         rows = np.loadtxt(label, ndmin=2) if label.is_file() and label.stat().st_size else np.zeros((0, 5))
@@ -67,6 +69,13 @@ def main() -> None:
             anchors = head.anchor_generator(head._images(feats), feats)[0]  # (A, 4) xyxy px
             boxes = head.box_coder.decode_single(out["bbox_regression"][0], anchors)
             scores = out["cls_logits"][0].sigmoid()  # (A, nc)
+            towers["FPN"].append([f.std().item() for f in feats])
+            for name in ("classification_head", "regression_head"):
+                a, stds = feats[0], []
+                for block in getattr(head.head, name).conv:  # Conv2d (+ GroupNorm in version 2) + ReLU
+                    a = block(a)
+                    stds.append(a.std().item())
+                towers[name].append(stds)
         iou = box_iou(gt, anchors)  # (G, A)
         matched = head.proposal_matcher(iou)  # (A,) gt index, or -1 background / -2 between thresholds
         for g in range(len(gt)):
@@ -90,6 +99,9 @@ def main() -> None:
           f"{(bi >= 0.5).float().mean():.3f}")
     print(f"  trained score of the label's class at the positives: {quantiles(sp)}; the label's class, best score "
           f"over all anchors: {quantiles(torch.stack(best_score))}")
+    for name, v in towers.items():
+        what = "FPN maps (per level)" if name == "FPN" else f"{name} tower on level 0 (per block)"
+        print(f"  std of the {what}: " + ", ".join(f"{x:.3f}" for x in np.mean(v, 0)))
 
 
 if __name__ == "__main__":

@@ -312,6 +312,36 @@ def postprocess(prediction: Tensor, suppressed: bool, conf_thres: float = 0.25, 
     return output
 
 
+def _top_index(x: Tensor, k: int) -> Tensor:
+    """(B, K) indices of the K largest of each row of ``x`` (B, n), largest first, equal values in index order: a
+    stable sort (``torch.topk`` and an unstable sort leave their order open), and in an ONNX export TopK (which
+    orders equal values by index; the exporter has no stable sort)."""
+    if torch.onnx.is_in_onnx_export():
+        return x.topk(k, dim=1).indices
+    return x.sort(dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def topk_detections(pred: Tensor, max_det: int = 300) -> tuple[Tensor, Tensor]:
+    """NMS-free selection of a one-to-one head's decoded predictions (YOLOv10; Ultralytics' end-to-end
+    ``Detect.postprocess``): per image the K = min(max_det, N) predictions of best class score, then the K best
+    (prediction, class) pairs among them. ``pred`` (B, N, 5 + nc) [cxcywh, obj, class probabilities] -> rows
+    (B, K, 5 + nc) [cxcywh, obj, the pair's score at its class and 0 elsewhere], best first, and (B, K) the index
+    of each row's prediction. A prediction may give two rows (two classes); a (prediction, class) pair gives one.
+    Equal scores are taken in index order (Ultralytics' ``topk`` leaves their order open). Traceable."""
+    batch, n, nc = pred.shape[0], pred.shape[1], pred.shape[2] - 5
+    k = min(max_det, n)
+    scores = pred[..., 5:]  # (B, N, nc)
+    top = _top_index(scores.amax(-1), k)  # (B, K) predictions of best class score
+    pair_scores = scores.gather(1, top[..., None].expand(-1, -1, nc)).flatten(1)  # (B, K x nc)
+    pair = _top_index(pair_scores, k)  # (B, K)
+    pair_scores = pair_scores.gather(1, pair)
+    index = top.gather(1, torch.div(pair, nc, rounding_mode="floor"))  # (B, K)
+    rows = pred.gather(1, index[..., None].expand(-1, -1, 5))  # (B, K, 5) cxcywh, obj
+    cls = torch.zeros((batch, k, nc), dtype=pred.dtype, device=pred.device)
+    cls.scatter_(2, (pair % nc)[..., None], pair_scores[..., None])
+    return torch.cat((rows, cls), 2), index
+
+
 def non_max_suppression(prediction: Tensor | tuple | list, conf_thres: float = 0.25, iou_thres: float = 0.45,
                         classes: list[int] | None = None, agnostic: bool = False, multi_label: bool = False,
                         max_det: int = 300) -> list[Tensor]:

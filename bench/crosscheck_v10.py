@@ -125,7 +125,7 @@ def check_loss_and_eval(ref, variant: str, seeds: int, tal_min_size: float) -> d
         total, items = our_loss(ours(f_ours), targets)
         total.backward()
         out["total"] = max(out["total"], float((total.detach() - ref_total.sum().detach()).abs()))
-        out["total_scale"] = max(out["total_scale"], float(ref_total.sum().abs()))
+        out["total_scale"] = max(out["total_scale"], float(ref_total.sum().detach().abs()))
         summed = torch.stack([ref_items[t] for t in TERMS])
         out["sum"] = max(out["sum"], float((items[:3] + items[3:] - summed).abs().max()))
         out["o2m"] = max(out["o2m"], float((items[:3] - branch[0]).abs().max()))

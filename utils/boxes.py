@@ -325,21 +325,24 @@ def topk_detections(pred: Tensor, max_det: int = 300) -> tuple[Tensor, Tensor]:
     """NMS-free selection of a one-to-one head's decoded predictions (YOLOv10; Ultralytics' end-to-end
     ``Detect.postprocess``): per image the K = min(max_det, N) predictions of best class score, then the K best
     (prediction, class) pairs among them. ``pred`` (B, N, 5 + nc) [cxcywh, obj, class probabilities] -> rows
-    (B, K, 5 + nc) [cxcywh, obj, the pair's score at its class and 0 elsewhere], best first, and (B, K) the index
-    of each row's prediction. A prediction may give two rows (two classes); a (prediction, class) pair gives one.
-    Equal scores are taken in index order (Ultralytics' ``topk`` leaves their order open). Traceable."""
-    batch, n, nc = pred.shape[0], pred.shape[1], pred.shape[2] - 5
-    k = min(max_det, n)
-    scores = pred[..., 5:]  # (B, N, nc)
-    top = _top_index(scores.amax(-1), k)  # (B, K) predictions of best class score
+    (B, max_det, 5 + nc) [cxcywh, obj, the pair's score at its class and 0 elsewhere], best first, padding rows (when
+    N < max_det) all 0; and (B, max_det) the index of each row's prediction (-1 for padding). A prediction may give
+    two rows (two classes); a (prediction, class) pair gives one. Equal scores are taken in index order (Ultralytics'
+    ``topk`` leaves their order open). Traceable with dynamic shapes: max_det zero rows are appended, so that K is
+    always max_det, and the rows past N are zeroed by a mask computed from the data."""
+    nc = pred.shape[2] - 5
+    real = torch.ones_like(pred[..., 4]).sum(1, keepdim=True)  # (B, 1) N, from the data: dynamic in an export
+    pred = torch.cat((pred, torch.zeros_like(pred[:, :1]).expand(-1, max_det, -1)), 1)  # (B, N + max_det, 5 + nc)
+    scores = pred[..., 5:]
+    top = _top_index(scores.amax(-1), max_det)  # (B, K) predictions of best class score
     pair_scores = scores.gather(1, top[..., None].expand(-1, -1, nc)).flatten(1)  # (B, K x nc)
-    pair = _top_index(pair_scores, k)  # (B, K)
+    pair = _top_index(pair_scores, max_det)  # (B, K)
     pair_scores = pair_scores.gather(1, pair)
     index = top.gather(1, torch.div(pair, nc, rounding_mode="floor"))  # (B, K)
     rows = pred.gather(1, index[..., None].expand(-1, -1, 5))  # (B, K, 5) cxcywh, obj
-    cls = torch.zeros((batch, k, nc), dtype=pred.dtype, device=pred.device)
-    cls.scatter_(2, (pair % nc)[..., None], pair_scores[..., None])
-    return torch.cat((rows, cls), 2), index
+    cls = torch.zeros_like(pred[:, :max_det, 5:]).scatter_(2, (pair % nc)[..., None], pair_scores[..., None])
+    keep = torch.arange(max_det, device=pred.device)[None] < real  # (B, K): min(max_det, N) pairs, as Ultralytics
+    return torch.cat((rows, cls), 2) * keep[..., None], torch.where(keep, index, -1)
 
 
 def non_max_suppression(prediction: Tensor | tuple | list, conf_thres: float = 0.25, iou_thres: float = 0.45,

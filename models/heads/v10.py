@@ -14,7 +14,7 @@ trained jointly ("consistent dual assignments", ``utils.losses.V10Loss``) and in
 Module names are Ultralytics', so its end-to-end ``Detect`` state_dict loads as it is. The validation loss is
 declared unavailable (``val_loss = False``): it needs the one-to-many branch, which eval does not run.
 
-Shape shorthand: B batch, N predictions over all levels, K = min(max_det, N) detections per image.
+Shape shorthand: B batch, N predictions over all levels; ``max_det`` rows per image, min(max_det, N) of them scored.
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ class V10Head(V8Head):
                          self._maps(detached, self.one2one_cv2, self.one2one_cv3))
 
     def decode(self, raw: list[Tensor]) -> Tensor:
-        """The one-to-one maps -> ``(B, K, 5 + nc)`` final detections: cxcywh px, 1.0, the score at its class."""
+        """The one-to-one maps -> ``(B, max_det, 5 + nc)`` final detections: cxcywh px, 1.0, the score at its class
+        (0 elsewhere); all-zero padding rows where the maps hold fewer than ``max_det`` predictions."""
         return topk_detections(super().decode(raw), self.max_det)[0]
 
     def initialize(self, stride: Tensor) -> None:

@@ -17,7 +17,8 @@ targets, over several seeds:
 (b) eval: Ultralytics' end-to-end output (one-to-one branch, top-300 predictions then top-300 (prediction, class)
     pairs; rows [x1, y1, x2, y2, score, class]) against ``V10Head.decode``: boxes, scores and classes row by row.
     Images whose reference scores tie (equal values at the first cut or among the selected pairs: ``topk`` leaves
-    their order open; ours takes them in index order) are counted and left out of the row comparison;
+    their order open; ours takes them in index order) are counted, with those whose rows match anyway as a set
+    ("same"), and left out of the row comparison;
 (c) parameters: the head at nc 80, ch (64, 128, 256), in training and deployed (their ``fuse()``, which drops the
     one-to-many branch, against our deploy count); the whole yolov8n-v10head.yaml against Ultralytics' yolov8n.yaml
     built with ``end2end: True``.
@@ -37,7 +38,12 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torchvision.ops import box_convert  # noqa: E402
 
-from bench.crosscheck_ultralytics import STRIDES, import_ultralytics, random_targets, trained_like_weights  # noqa: E402
+from bench.crosscheck_ultralytics import (  # noqa: E402
+    STRIDES,
+    import_ultralytics,
+    random_targets,
+    trained_like_weights,
+)
 from models.heads.v10 import V10Head  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.losses.v8 import V8_GAINS  # noqa: E402
@@ -106,7 +112,7 @@ def check_loss_and_eval(ref, variant: str, seeds: int, tal_min_size: float) -> d
     if not tal_min_size:
         ref_loss.one2many.assigner.stride_val = ref_loss.one2one.assigner.stride_val = 0.0
     out = {"total": 0.0, "total_scale": 0.0, "sum": 0.0, "o2m": 0.0, "o2o": 0.0, "term_scale": 0.0, "grad": 0.0,
-           "grad_scale": 0.0, "feat_grad": 0.0, "images": 0, "tied": 0, "rows": 0, "box": 0.0, "score": 0.0,
+           "grad_scale": 0.0, "feat_grad": 0.0, "images": 0, "tied": 0, "tied_same": 0, "rows": 0, "box": 0.0, "score": 0.0,
            "cls_differ": 0}
     for seed in range(seeds):
         g = torch.Generator().manual_seed(200 + seed)
@@ -142,6 +148,13 @@ def check_loss_and_eval(ref, variant: str, seeds: int, tal_min_size: float) -> d
     return out
 
 
+def as_set(rows: Tensor) -> Tensor:
+    """(K, 6) [x1, y1, x2, y2, score, class] rows in one order: by class, then rounded box."""
+    key = torch.cat((rows[:, 5:6], rows[:, :4].round(decimals=2)), 1).double()
+    order = torch.tensor(sorted(range(len(rows)), key=lambda i: key[i].tolist()), dtype=torch.long)
+    return rows[order]
+
+
 def compare_eval(theirs: nn.Module, ours: V10Head, feats: list[Tensor], out: dict) -> None:
     """Row-by-row comparison of the end-to-end outputs on the images without reference ties."""
     theirs.eval(), ours.eval()
@@ -149,13 +162,17 @@ def compare_eval(theirs: nn.Module, ours: V10Head, feats: list[Tensor], out: dic
         y_ref = theirs([f.clone() for f in feats])[0]  # (B, K, 6) x1 y1 x2 y2 score class
         y = ours.decode(ours(feats))  # (B, K, 5 + nc)
     tied = ref_ties(theirs, feats)
+    score, cls = y[..., 5:].max(-1)
+    box = box_convert(y[..., :4], "cxcywh", "xyxy")
+    mine = torch.cat((box, score[..., None], cls[..., None].float()), -1)
+    same = torch.tensor([as_set(a).shape == as_set(b).shape and bool((as_set(a) - as_set(b)).abs().max() < 1e-3)
+                         for a, b in zip(mine, y_ref)])  # the same rows in any order
     out["images"] += len(tied)
     out["tied"] += int(tied.sum())
+    out["tied_same"] += int((tied & same).sum())
     keep = ~tied
     if not keep.any():
         return
-    score, cls = y[..., 5:].max(-1)
-    box = box_convert(y[..., :4], "cxcywh", "xyxy")
     out["rows"] += int(y[keep].shape[0] * y.shape[1])
     out["box"] = max(out["box"], float((box - y_ref[..., :4])[keep].abs().max()))
     out["score"] = max(out["score"], float((score - y_ref[..., 4])[keep].abs().max()))
@@ -197,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n(a) V10Loss vs E2EDetectLoss, (b) V10Head.decode vs the end-to-end Detect output; their weights in ours, "
           "max |diff| (with the largest reference value)")
     print(f"{'variant / TAL rule':<20}{'total':>20}{'items (sum)':>20}{'o2m terms':>11}{'o2o terms':>11}"
-          f"{'weight grads':>20}{'feat grads':>12}{'images':>8}{'tied':>6}{'rows':>7}{'box px':>10}{'score':>10}"
+          f"{'weight grads':>20}{'feat grads':>12}{'images':>8}{'tied':>6}{'(same)':>7}{'rows':>7}{'box px':>10}{'score':>10}"
           f"{'cls differ':>12}")
     for variant in ("yolo11", "yolov8"):
         for min_size in (16.0, 0.0):
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{variant + (' widened' if min_size else ' plain'):<20}"
                   f"{r['total']:>9.1e} /{r['total_scale']:>9.3f}{r['sum']:>9.1e} /{r['term_scale']:>9.3f}"
                   f"{r['o2m']:>11.1e}{r['o2o']:>11.1e}{r['grad']:>9.1e} /{r['grad_scale']:>9.3f}{r['feat_grad']:>12.1e}"
-                  f"{r['images']:>8}{r['tied']:>6}{r['rows']:>7}{r['box']:>10.1e}{r['score']:>10.1e}"
+                  f"{r['images']:>8}{r['tied']:>6}{r['tied_same']:>7}{r['rows']:>7}{r['box']:>10.1e}{r['score']:>10.1e}"
                   f"{r['cls_differ']:>12}", flush=True)
     print("\n(c) parameters, ours / Ultralytics'")
     for line in param_counts(ref):

@@ -207,10 +207,14 @@ def paired_heads(ref, variant: str, nc: int, ch: tuple[int, ...]) -> tuple[nn.Mo
     ref.Detect.legacy = variant == "yolov8"
     torch.manual_seed(0)
     theirs = ref.Detect(nc=nc, ch=ch)
+    return load_into(theirs, V8Head(nc, 16, variant, ch=list(ch)))
+
+
+def load_into(theirs: nn.Module, ours: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Ultralytics' head with strides 8/16/32 and trained-like weights, loaded into ours (the same state_dict keys)."""
     theirs.stride = torch.tensor([float(s) for s in STRIDES])
     theirs.bias_init()
     trained_like_weights(theirs)
-    ours = V8Head(nc, 16, variant, ch=list(ch))
     ours.initialize(theirs.stride.clone())
     missing, unexpected = ours.load_state_dict(theirs.state_dict(), strict=False)
     if missing or unexpected:

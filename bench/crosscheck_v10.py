@@ -41,8 +41,8 @@ from torchvision.ops import box_convert  # noqa: E402
 from bench.crosscheck_ultralytics import (  # noqa: E402
     STRIDES,
     import_ultralytics,
+    load_into,
     random_targets,
-    trained_like_weights,
 )
 from models.heads.v10 import V10Head  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
@@ -72,15 +72,7 @@ def paired_heads(ref, variant: str, nc: int, ch: tuple[int, ...]) -> tuple[nn.Mo
         theirs = ref.Detect(nc=nc, end2end=True, ch=ch)
         ref.Detect.legacy = False
     theirs.end2end = True  # infer the one-to-one branch (a built model sets this from its YAML)
-    theirs.stride = torch.tensor([float(s) for s in STRIDES])
-    theirs.bias_init()
-    trained_like_weights(theirs)
-    ours = V10Head(nc, 16, variant, ch=list(ch))
-    ours.initialize(theirs.stride.clone())
-    missing, unexpected = ours.load_state_dict(theirs.state_dict(), strict=False)
-    if missing or unexpected:
-        raise SystemExit(f"state_dict keys differ: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    return theirs, ours
+    return load_into(theirs, V10Head(nc, 16, variant, ch=list(ch)))
 
 
 class Wrapper(nn.Module):  # what v8DetectionLoss reads of a model: its args, its last row, a parameter

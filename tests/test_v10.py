@@ -131,3 +131,24 @@ def test_train_val_export_smoke(tmp_path, tiny_data):
     exported = sum(math.prod(t.dims) for t in onnx.load(str(onnx_file)).graph.initializer)
     model = DetectionModel.from_checkpoint(torch.load(best, weights_only=True))
     assert exported <= model.deploy_params() + 16  # the one-to-many branch is not in the file
+
+
+def test_yolov10n_blocks_and_sizes():
+    from models.c2f import PSA, C2fCIB, RepVGGDW, SCDown
+    model = DetectionModel("yolov10n.yaml")  # Ultralytics' own build: 2,775,520 and 2,310,624 deployed
+    assert sum(p.numel() for p in model.parameters()) == 2_775_520 and model.deploy_params() == 2_310_624
+    assert [type(model.model[i]) for i in (5, 7, 10, 20, 22)] == [SCDown, SCDown, PSA, SCDown, C2fCIB]
+    x = torch.rand(2, 16, 8, 8)
+    assert SCDown(16, 32, 3, 2)(x).shape == (2, 32, 4, 4)
+    rep = RepVGGDW(16).eval()
+    with torch.no_grad():
+        for m in rep.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+        y = rep(x)
+        rep.reparameterize()
+        assert rep.conv1 is None
+        torch.testing.assert_close(rep(x), y, rtol=1e-4, atol=1e-5)  # the 3x3 added into the 7x7: one conv
+    fused = deepcopy(model).fuse()
+    assert sum(p.numel() for p in fused.parameters()) == 2_299_264  # Ultralytics' fused yolov10n

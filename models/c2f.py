@@ -148,7 +148,8 @@ class C2PSA(nn.Module):
     def __init__(self, c1: int, c2: int, n: int = 1, e: float = 0.5):
         super().__init__()
         if c1 != c2:
-            raise ValueError(f"C2PSA keeps the width: output channels {c2} must equal input channels {c1}")
+            raise ValueError(f"{type(self).__name__} keeps the width: output channels {c2} must equal input channels "
+                             f"{c1}")
         self.c = int(c1 * e)
         self.cv1 = Conv(c1, 2 * self.c, 1, 1)
         self.cv2 = Conv(2 * self.c, c1, 1)
@@ -220,17 +221,12 @@ class C2fCIB(SplitStack):
         super().__init__(c1, c2, c, [CIB(c, c, shortcut, e=1.0, lk=lk) for _ in range(n)])
 
 
-class PSA(nn.Module):
-    """YOLOv10's partial self-attention: ``cv1`` (1x1) split into halves; attention then a feed-forward (each
-    residual, one head per 64 channels) on the second; ``cv2`` (1x1) over both. Keeps the width."""
+class PSA(C2PSA):
+    """YOLOv10's partial self-attention: C2PSA's split and join around one attention block written out (``attn``
+    then ``ffn``, each residual, one head per 64 channels; Ultralytics' attribute names). Keeps the width."""
 
     def __init__(self, c1: int, c2: int, e: float = 0.5):
-        super().__init__()
-        if c1 != c2:
-            raise ValueError(f"PSA keeps the width: output channels {c2} must equal input channels {c1}")
-        self.c = int(c1 * e)
-        self.cv1 = Conv(c1, 2 * self.c, 1, 1)
-        self.cv2 = Conv(2 * self.c, c1, 1)
+        super().__init__(c1, c2, 0, e)  # no PSABlock: ``m`` is empty
         self.attn = Attention(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1))
         self.ffn = nn.Sequential(Conv(self.c, 2 * self.c, 1), Conv(2 * self.c, self.c, 1, act=False))
 

@@ -49,8 +49,9 @@ STRIDES = (8, 16, 32)
 # ---------------------------------------------------------------------------------------------------------------
 # Finding Ultralytics
 # ---------------------------------------------------------------------------------------------------------------
-def import_ultralytics(location: str) -> types.SimpleNamespace | None:
-    """The reference modules, or None after re-running this script under the interpreter ``location``."""
+def import_ultralytics(location: str, script: str = __file__) -> types.SimpleNamespace | None:
+    """The reference modules, or None after re-running ``script`` (this one by default) under the interpreter
+    ``location``."""
     path = Path(location)
     if path.is_dir():
         if str(path) not in sys.path:
@@ -58,7 +59,7 @@ def import_ultralytics(location: str) -> types.SimpleNamespace | None:
     elif os.environ.get("HEADZOO_CROSSCHECK_CHILD") != "1":
         env = {**os.environ, "HEADZOO_CROSSCHECK_CHILD": "1", "YOLO_VERBOSE": "False",
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        subprocess.run([str(path), __file__, *sys.argv[1:]], env=env, check=True)
+        subprocess.run([str(path), script, *sys.argv[1:]], env=env, check=True)
         return None
     os.environ.setdefault("YOLO_VERBOSE", "False")
     import ultralytics
@@ -189,22 +190,31 @@ def check_tal(ref, seeds: int, min_size: float) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # (b), (c) the head, its loss and its decode
 # ---------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def trained_like_weights(head: nn.Module) -> None:
+    """Biases and BatchNorm statistics moved off their init values (in place)."""
+    for name, p in head.named_parameters():
+        if p.requires_grad and name.endswith("bias"):
+            p.add_(torch.randn_like(p) * 0.5)
+    for m in head.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+
+
 def paired_heads(ref, variant: str, nc: int, ch: tuple[int, ...]) -> tuple[nn.Module, V8Head]:
     """Ultralytics' Detect (legacy = the YOLOv8 class branch) and our V8Head holding its weights."""
     ref.Detect.legacy = variant == "yolov8"
     torch.manual_seed(0)
     theirs = ref.Detect(nc=nc, ch=ch)
+    return load_into(theirs, V8Head(nc, 16, variant, ch=list(ch)))
+
+
+def load_into(theirs: nn.Module, ours: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Ultralytics' head with strides 8/16/32 and trained-like weights, loaded into ours (the same state_dict keys)."""
     theirs.stride = torch.tensor([float(s) for s in STRIDES])
     theirs.bias_init()
-    with torch.no_grad():  # trained-like weights: biases and BatchNorm statistics off their init values
-        for name, p in theirs.named_parameters():
-            if p.requires_grad and name.endswith("bias"):
-                p.add_(torch.randn_like(p) * 0.5)
-        for m in theirs.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    ours = V8Head(nc, 16, variant, ch=list(ch))
+    trained_like_weights(theirs)
     ours.initialize(theirs.stride.clone())
     missing, unexpected = ours.load_state_dict(theirs.state_dict(), strict=False)
     if missing or unexpected:

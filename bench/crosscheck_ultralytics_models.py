@@ -1,4 +1,4 @@
-"""Cross-check our YOLOv8n/s and YOLO11n YAMLs against Ultralytics' own builds of the same names.
+"""Cross-check our YOLOv8n/s, YOLO11n and YOLOv10n YAMLs against Ultralytics' own builds of the same names.
 
     python bench/crosscheck_ultralytics_models.py --ultralytics /work/ultravenv [--cfg yolov8n.yaml ...]
 
@@ -9,7 +9,9 @@ BatchNorm statistics, and hands back its state_dict, every row's parameter count
 for one random image, and its parameter and GFLOPs figures. Here the same name is built from our YAML, the
 weights are copied row by row in state_dict order (each row's tensors must agree in number and shape), and
 both forwards are compared: every row's output, then the decoded predictions (theirs ``(B, 4 + nc, N)`` xywh
-pixels + class probabilities; ours ``(B, N, 4 + 1 + nc)`` with the objectness column 1.0).
+pixels + class probabilities; ours ``(B, N, 4 + 1 + nc)`` with the objectness column 1.0; for an end-to-end head
+(YOLOv10) theirs ``(B, 300, 6)`` rows [x1, y1, x2, y2, score, class], ours the same rows in the common layout: the
+"class probabilities" figure is then the larger of the scores' max |diff| and the number of classes that differ).
 
 GFLOPs: ours is YOLOv5's method (thop on a stride-sized image, scaled by area) on the unfused model, as
 ``models/yolo.py --cfg`` prints it; Ultralytics' ``info()`` profiles with its ultralytics-thop fork; its
@@ -29,6 +31,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 import torch
+from torchvision.ops import box_convert
 
 from models.yolo import DetectionModel
 
@@ -50,6 +53,8 @@ def randomize(model, g):
 def run(cfg, x):
     model = YOLO(cfg).model
     randomize(model, torch.Generator().manual_seed(0))
+    if getattr(model.model[-1], "one2one_cv2", None) is not None:
+        model.end2end = True  # infer the one-to-one branch, as its validator does by default (nms=False)
     model.eval()
     rows = {}
     for m in model.model:
@@ -57,6 +62,7 @@ def run(cfg, x):
     with torch.no_grad():
         y = model(x)
     raw = y[1] if isinstance(y, (tuple, list)) and len(y) > 1 and isinstance(y[1], dict) else {}
+    raw = raw.get("one2one", raw)  # an end-to-end head: the branch it infers
     y = y[0] if isinstance(y, (tuple, list)) else y
     layer_out = {i: o for i, o in rows.items() if isinstance(o, torch.Tensor)}
     fused = YOLO(cfg).model.eval().fuse()
@@ -123,14 +129,23 @@ def check(cfg: str, ref: dict, x: torch.Tensor) -> None:
     shared = [i for i in ref["rows"] if isinstance(rows.get(i), torch.Tensor) and i not in bad]
     shapes = [i for i in shared if rows[i].shape != ref["rows"][i].shape]
     row_diff = max((max_abs(rows[i], ref["rows"][i]) for i in shared), default=float("nan"))
-    dec = ref["decoded"]  # (B, 4 + nc, N)
-    box_diff = max_abs(y[..., :4], dec[:, :4].transpose(1, 2))
-    cls_diff = max_abs(y[..., 5:], dec[:, 4:].transpose(1, 2))
+    dec = ref["decoded"]  # (B, 4 + nc, N); an end-to-end head's (B, 300, 6) [x1, y1, x2, y2, score, class] rows
+    if model.suppressed:
+        score, cls = y[..., 5:].max(-1)
+        box_diff = max_abs(box_convert(y[..., :4], "cxcywh", "xyxy"), dec[..., :4])
+        cls_diff = max(max_abs(score, dec[..., 4]), float((cls.float() != dec[..., 5]).sum()))
+        moved = (box_convert(y[..., :4], "cxcywh", "xyxy") - dec[..., :4]).abs().amax(-1) > 1e-3
+        tied = (dec[..., 4:5] == dec[..., 4][:, None, :]).sum(-1) > 1  # (B, K) rows sharing their score
+        print(f"  end-to-end rows: {int(moved.sum())} of {moved.numel()} with another box, all of them among the "
+              f"{int(tied.sum())} rows whose score another row shares: {bool((tied | ~moved).all())}")
+    else:
+        box_diff = max_abs(y[..., :4], dec[:, :4].transpose(1, 2))
+        cls_diff = max_abs(y[..., 5:], dec[:, 4:].transpose(1, 2))
     params = sum(p.numel() for p in model.parameters())
     info = model.info()
     fused = deepcopy(model).fuse().info()
     pub_params, pub_gflops = PUBLISHED.get(cfg, (None, None))
-    print(f"\n{cfg}: parameters ours {params:,} / Ultralytics {ref['params']:,} / published {pub_params or '-':,}"
+    print(f"\n{cfg}: parameters ours {params:,} / Ultralytics {ref['params']:,} / published {f'{pub_params:,}' if pub_params else '-'}"
           f" -> {'equal' if params == ref['params'] else 'DIFFERENT'}")
     print(f"  rows with different parameter counts: {row_np or 'none'} of {len(ours_np)}; rows whose tensors did "
           f"not line up for copying: {bad or 'none'}; output shapes differing: {shapes or 'none'}")

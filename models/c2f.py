@@ -1,4 +1,5 @@
-"""Building blocks of YOLOv8 and YOLO11 (Ultralytics' C2f, C3k, C3k2 and C2PSA), as YAML rows.
+"""Building blocks of YOLOv8, YOLO11 and YOLOv10 (Ultralytics' C2f, C3k, C3k2, C2PSA; SCDown, C2fCIB, PSA), as YAML
+rows.
 
 Written from the architecture, not from Ultralytics' code; the class and attribute names are Ultralytics' (the
 state_dict keys ``model.2.cv1.conv.weight``, ``model.10.m.0.attn.qkv.conv.weight`` ... line up with theirs in
@@ -12,6 +13,11 @@ order and shape, which bench/crosscheck_ultralytics_models.py relies on to copy 
 - ``C2PSA``: a split in two halves; one half passes through ``n`` position-sensitive attention blocks
   (multi-head self-attention over all positions, a depthwise 3x3 positional encoding on the values, then a
   1x1 feed-forward, both residual) before the two halves are joined (YOLO11's last backbone row).
+
+- YOLOv10 (Wang et al. 2024, arXiv 2405.14458): ``SCDown`` downsamples with a 1x1 conv then a stride-2 depthwise
+  conv (spatial-channel decoupled); ``C2fCIB`` is the C2f trunk with compact inverted blocks (``CIB``: depthwise 3x3,
+  1x1 up to twice the width, depthwise 3x3 -- or with ``lk`` the large-kernel ``RepVGGDW``, depthwise 7x7 + 3x3 --
+  1x1 down, depthwise 3x3); ``PSA`` is C2PSA's split with one attention block, written out.
 
 Shape shorthand: B batch, C channels, H x W map, N = H * W positions, nh heads, kd key width, hd head width.
 """
@@ -142,7 +148,8 @@ class C2PSA(nn.Module):
     def __init__(self, c1: int, c2: int, n: int = 1, e: float = 0.5):
         super().__init__()
         if c1 != c2:
-            raise ValueError(f"C2PSA keeps the width: output channels {c2} must equal input channels {c1}")
+            raise ValueError(f"{type(self).__name__} keeps the width: output channels {c2} must equal input channels "
+                             f"{c1}")
         self.c = int(c1 * e)
         self.cv1 = Conv(c1, 2 * self.c, 1, 1)
         self.cv2 = Conv(2 * self.c, c1, 1)
@@ -151,3 +158,79 @@ class C2PSA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.cv1(x).split((self.c, self.c), dim=1)
         return self.cv2(torch.cat((a, self.m(b)), 1))
+
+
+class SCDown(nn.Module):
+    """YOLOv10's downsampling: 1x1 conv to c2, then a depthwise k x k conv of stride s (linear)."""
+
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 2):
+        super().__init__()
+        self.cv1 = Conv(c1, c2, 1, 1)
+        self.cv2 = Conv(c2, c2, k, s, g=c2, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv2(self.cv1(x))
+
+
+class RepVGGDW(nn.Module):
+    """Depthwise 7x7 and 3x3 convs (both linear, BatchNorm'd) summed, then SiLU: YOLOv10's large-kernel branch.
+    ``reparameterize()`` (``DetectionModel.fuse``, after the BatchNorms are folded) adds the 3x3 into the 7x7's
+    centre: one conv, the same output."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = Conv(c, c, 7, 1, 3, g=c, act=False)
+        self.conv1 = Conv(c, c, 3, 1, 1, g=c, act=False)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x) if self.conv1 is None else self.conv(x) + self.conv1(x))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.conv1 is None:
+            return
+        for m in (self.conv, self.conv1):
+            m.fuse()
+        self.conv.conv.weight.add_(nn.functional.pad(self.conv1.conv.weight, [2, 2, 2, 2]))
+        self.conv.conv.bias.add_(self.conv1.conv.bias)
+        self.conv1 = None
+
+
+class CIB(nn.Module):
+    """Compact inverted block: depthwise 3x3, 1x1 to 2c (c = c2 * e), depthwise 3x3 (``lk``: ``RepVGGDW``), 1x1 to c2,
+    depthwise 3x3; residual when ``shortcut`` and the widths agree."""
+
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, e: float = 0.5, lk: bool = False):
+        super().__init__()
+        c_ = 2 * int(c2 * e)
+        self.cv1 = nn.Sequential(Conv(c1, c1, 3, g=c1), Conv(c1, c_, 1),
+                                 RepVGGDW(c_) if lk else Conv(c_, c_, 3, g=c_), Conv(c_, c2, 1), Conv(c2, c2, 3, g=c2))
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv1(x)
+        return x + y if self.add else y
+
+
+class C2fCIB(SplitStack):
+    """The C2f trunk with ``n`` full-width ``CIB`` blocks (YOLOv10's deeper stages)."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, lk: bool = False, e: float = 0.5):
+        c = int(c2 * e)
+        super().__init__(c1, c2, c, [CIB(c, c, shortcut, e=1.0, lk=lk) for _ in range(n)])
+
+
+class PSA(C2PSA):
+    """YOLOv10's partial self-attention: C2PSA's split and join around one attention block written out (``attn``
+    then ``ffn``, each residual, one head per 64 channels; Ultralytics' attribute names). Keeps the width."""
+
+    def __init__(self, c1: int, c2: int, e: float = 0.5):
+        super().__init__(c1, c2, 0, e)  # no PSABlock: ``m`` is empty
+        self.attn = Attention(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1))
+        self.ffn = nn.Sequential(Conv(self.c, 2 * self.c, 1), Conv(2 * self.c, self.c, 1, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.cv1(x).split((self.c, self.c), dim=1)
+        b = b + self.attn(b)
+        return self.cv2(torch.cat((a, b + self.ffn(b)), 1))

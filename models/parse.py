@@ -20,7 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from models.backbones import CHECKPOINT_WEIGHTS, GhostPAN, ShuffleNetV2
-from models.c2f import C2PSA, C2f, C3k, C3k2
+from models.c2f import C2PSA, PSA, C2f, C2fCIB, C3k, C3k2, SCDown
 from models.common import (
     C3,
     C3DW,
@@ -79,6 +79,9 @@ MODULES: dict[str, Block] = {
     "C3k": Block(C3k, IN_OUT, repeats_inside=True),
     "C3k2": Block(C3k2, IN_OUT, repeats_inside=True),
     "C2PSA": Block(C2PSA, IN_OUT, repeats_inside=True),
+    "SCDown": Block(SCDown, IN_OUT),  # YOLOv10 (models/c2f.py)
+    "C2fCIB": Block(C2fCIB, IN_OUT, repeats_inside=True),
+    "PSA": Block(PSA, IN_OUT),
     "Concat": Block(Concat, CONCAT),
     "nn.Upsample": Block(nn.Upsample, SAME),
     "nn.MaxPool2d": Block(nn.MaxPool2d, SAME),

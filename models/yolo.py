@@ -200,9 +200,11 @@ class DetectionModel(nn.Module):
         """For inference: drop training-only modules, fold BatchNorm into the preceding convolutions (our
         ``Conv`` blocks directly, any other Conv2d + BatchNorm2d pair found on the traced graph)."""
         self.deploy()
-        for m in self.modules():
+        for m in list(self.modules()):
             if isinstance(m, Conv):
                 m.fuse()
+            elif hasattr(m, "reparameterize"):  # parallel branches summed into one conv (YOLOv10's RepVGGDW)
+                m.reparameterize()
         fuse_conv_bn(self.model)
         if verbose:
             self.info()

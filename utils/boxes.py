@@ -312,6 +312,39 @@ def postprocess(prediction: Tensor, suppressed: bool, conf_thres: float = 0.25, 
     return output
 
 
+def _top_index(x: Tensor, k: int) -> Tensor:
+    """(B, K) indices of the K largest of each row of ``x`` (B, n), largest first, equal values in index order: a
+    stable sort (``torch.topk`` and an unstable sort leave their order open), and in an ONNX export TopK (which
+    orders equal values by index; the exporter has no stable sort)."""
+    if torch.onnx.is_in_onnx_export():
+        return x.topk(k, dim=1).indices
+    return x.sort(dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def topk_detections(pred: Tensor, max_det: int = 300) -> tuple[Tensor, Tensor]:
+    """NMS-free selection of a one-to-one head's decoded predictions (YOLOv10; Ultralytics' end-to-end
+    ``Detect.postprocess``): per image the K = min(max_det, N) predictions of best class score, then the K best
+    (prediction, class) pairs among them. ``pred`` (B, N, 5 + nc) [cxcywh, obj, class probabilities] -> rows
+    (B, max_det, 5 + nc) [cxcywh, obj, the pair's score at its class and 0 elsewhere], best first, padding rows (when
+    N < max_det) all 0; and (B, max_det) the index of each row's prediction (-1 for padding). A prediction may give
+    two rows (two classes); a (prediction, class) pair gives one. Equal scores are taken in index order (Ultralytics'
+    ``topk`` leaves their order open). Traceable with dynamic shapes: max_det zero rows are appended, so that K is
+    always max_det, and the rows past N are zeroed by a mask computed from the data."""
+    nc = pred.shape[2] - 5
+    real = torch.ones_like(pred[..., 4]).sum(1, keepdim=True)  # (B, 1) N, from the data: dynamic in an export
+    pred = torch.cat((pred, torch.zeros_like(pred[:, :1]).expand(-1, max_det, -1)), 1)  # (B, N + max_det, 5 + nc)
+    scores = pred[..., 5:]
+    top = _top_index(scores.amax(-1), max_det)  # (B, K) predictions of best class score
+    pair_scores = scores.gather(1, top[..., None].expand(-1, -1, nc)).flatten(1)  # (B, K x nc)
+    pair = _top_index(pair_scores, max_det)  # (B, K)
+    pair_scores = pair_scores.gather(1, pair)
+    index = top.gather(1, torch.div(pair, nc, rounding_mode="floor"))  # (B, K)
+    rows = pred.gather(1, index[..., None].expand(-1, -1, 5))  # (B, K, 5) cxcywh, obj
+    cls = torch.zeros_like(pred[:, :max_det, 5:]).scatter_(2, (pair % nc)[..., None], pair_scores[..., None])
+    keep = torch.arange(max_det, device=pred.device)[None] < real  # (B, K): min(max_det, N) pairs, as Ultralytics
+    return torch.cat((rows, cls), 2) * keep[..., None], torch.where(keep, index, -1)
+
+
 def non_max_suppression(prediction: Tensor | tuple | list, conf_thres: float = 0.25, iou_thres: float = 0.45,
                         classes: list[int] | None = None, agnostic: bool = False, multi_label: bool = False,
                         max_det: int = 300) -> list[Tensor]:

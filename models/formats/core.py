@@ -146,17 +146,31 @@ def verify(file: Path, model: DetectionModel, ims: list[Tensor]) -> float:
                 raise ValueError(f"{file}: output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} "
                                  f"for input {tuple(im.shape)}")
             if model.suppressed:  # final detections: the same set in any order (near-tied scores may swap)
-                got, ref = _canonical(got), _canonical(ref)
+                got, ref = _canonical(_above_cut(got, ref)), _canonical(_above_cut(ref, got))
             diff = max(diff, float((got - ref).abs().max()))
     return diff
 
 
+def _scores(y: Tensor) -> Tensor:
+    return y[..., 5:].amax(-1) * y[..., 4]  # (B, K)
+
+
+def _above_cut(y: Tensor, other: Tensor, tol: float = 1e-6) -> Tensor:
+    """A suppressed output ``(B, K, 5 + nc)`` with the rows at the top-K cut zeroed: those scored within ``tol`` of
+    the higher of the two outputs' last non-zero scores per image. Near-tied there, either output may hold other
+    rows (an end-to-end head's top-K over an untrained model's near-equal scores); the rows above must agree."""
+    last = [torch.where(s > 0, s, torch.inf).amin(1) for s in (_scores(y), _scores(other))]  # padding rows: 0
+    cut = torch.maximum(*last)[:, None] + tol  # (B, 1)
+    return y * (_scores(y) > cut)[..., None]
+
+
 def _canonical(y: Tensor) -> Tensor:
-    """Rows of each image of a suppressed output ``(B, K, 5 + nc)`` in one order: by score (to 1e-3), then box."""
+    """Rows of each image of a suppressed output ``(B, K, 5 + nc)`` in one order: by score (to 1e-3), then box, then
+    class (an end-to-end head may give one box two rows, one per class)."""
     out = []
     for rows in y.float().cpu():
         keys = np.round(rows[:, 5:].amax(1).numpy() * rows[:, 4].numpy(), 3)
-        order = np.lexsort((*rows[:, :4].numpy().T[::-1], -keys))
+        order = np.lexsort((rows[:, 5:].argmax(1).numpy(), *rows[:, :4].numpy().T[::-1], -keys))
         out.append(rows[torch.from_numpy(order)])
     return torch.stack(out)
 

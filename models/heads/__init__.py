@@ -6,8 +6,9 @@ from models.heads.detect import Detect, DetectDcoupleHead
 from models.heads.gfl import GFLHead, NanoDetPlusHead
 from models.heads.rcnn import FasterRCNNHead
 from models.heads.rtmdet import RTMDetHead
-from models.heads.v8 import V8Head
 from models.heads.tv_dense import FCOSHead, RetinaNetHead
+from models.heads.v8 import V8Head
+from models.heads.v10 import V10Head
 from models.heads.yolox import YOLOXHead
 from utils.assigners import assigner_hyp_keys
 
@@ -20,6 +21,7 @@ HEADS: dict[str, type[Head]] = {
     "FasterRCNNHead": FasterRCNNHead,  # torchvision's two-stage detector
     "RTMDetHead": RTMDetHead,
     "V8Head": V8Head,  # YOLOv8 / YOLO11 (Ultralytics' Detect)
+    "V10Head": V10Head,  # YOLOv10's NMS-free head (Ultralytics' v10Detect)
     "FCOSHead": FCOSHead,  # torchvision's FCOS and RetinaNet above the backbone
     "RetinaNetHead": RetinaNetHead,
 }

@@ -65,18 +65,20 @@ class V8Head(Head):
     hyp_ranges: ClassVar[dict[str, tuple[float, float, float]]] = dict(V8_GAIN_RANGES)
     hyp_keys = tuple(V8_GAINS) + assigner_hyp_keys()  # the row may name any assigner
     frozen = ("dfl.conv.weight",)  # the bin values: train.py keeps them without gradients
+    loss_class: ClassVar[type] = V8Loss  # V10Head: V10Loss, the same arguments
 
     def __init__(self, nc: int = 80, reg_max: int = 16, variant: str = "yolov8", assigner: str | dict = "tal",
                  ch: list[int] | tuple[int, ...] = ()):
         super().__init__()
+        head = type(self).__name__  # V8Head, or a subclass (V10Head)
         for name, v, lo in (("nc", nc, 1), ("reg_max", reg_max, 2)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"V8Head: {name} must be an integer >= {lo}, got {v!r}")
+                raise ValueError(f"{head}: {name} must be an integer >= {lo}, got {v!r}")
         if variant not in V8_VARIANTS:
-            raise ValueError(f"V8Head: variant must be one of {', '.join(V8_VARIANTS)}, got {variant!r}; write the "
+            raise ValueError(f"{head}: variant must be one of {', '.join(V8_VARIANTS)}, got {variant!r}; write the "
                              "YAML args as [nc, reg_max, variant, assigner], e.g. [nc, 16, yolov8, tal]")
         if not ch or not all(isinstance(c, int) and c > 0 for c in ch):
-            raise ValueError(f"V8Head: needs the input channels of its feature maps, got ch={ch!r}")
+            raise ValueError(f"{head}: needs the input channels of its feature maps, got ch={ch!r}")
         self.assigner, self.assigner_options = parse_assigner(assigner)  # a bad name/option fails in the row
         self.nc, self.nl, self.reg_max, self.variant = nc, len(ch), reg_max, variant
         self.no = nc + 4 * reg_max
@@ -91,7 +93,11 @@ class V8Head(Head):
 
     def forward(self, features: list[Tensor], targets: Tensor | None = None) -> list[Tensor]:
         """Per level ``(B, 4R + nc, ny, nx)``: box logits (side-major: 4 sides x R bins), then class logits."""
-        return [torch.cat((box(x), cls(x)), 1) for x, box, cls in zip(features, self.cv2, self.cv3)]
+        return self._maps(features, self.cv2, self.cv3)
+
+    @staticmethod
+    def _maps(features: list[Tensor], box_branches: nn.ModuleList, cls_branches: nn.ModuleList) -> list[Tensor]:
+        return [torch.cat((box(x), cls(x)), 1) for x, box, cls in zip(features, box_branches, cls_branches)]
 
     def decode(self, raw: list[Tensor]) -> Tensor:
         """Per level ``(B, C, ny, nx)`` -> ``(B, N, 5 + nc)``: cxcywh pixels, 1.0, class probabilities."""
@@ -109,21 +115,24 @@ class V8Head(Head):
     def initialize(self, stride: Tensor) -> None:
         """Strides, and Ultralytics' bias init: box logits 2.0, class logits log(5 / nc / (640 / stride)^2)."""
         if stride.numel() != self.nl:
-            raise ValueError(f"V8Head: {stride.numel()} strides for {self.nl} levels")
+            raise ValueError(f"{type(self).__name__}: {stride.numel()} strides for {self.nl} levels")
         self.stride = stride.to(torch.float32)
         self._grid.clear()
-        with torch.no_grad():
-            for box, cls, s in zip(self.cv2, self.cv3, self.stride.tolist()):
-                box[-1].bias.fill_(BOX_BIAS)
-                cls[-1].bias.fill_(math.log(NOMINAL_OBJECTS / self.nc / (NOMINAL_IMGSZ / s) ** 2))
+        self._init_biases(self.cv2, self.cv3)
+
+    @torch.no_grad()
+    def _init_biases(self, box_branches: nn.ModuleList, cls_branches: nn.ModuleList) -> None:
+        for box, cls, s in zip(box_branches, cls_branches, self.stride.tolist()):
+            box[-1].bias.fill_(BOX_BIAS)
+            cls[-1].bias.fill_(math.log(NOMINAL_OBJECTS / self.nc / (NOMINAL_IMGSZ / s) ** 2))
 
     def criterion(self, hyp: dict, imgsz: int = 640, label_smoothing: float = 0.0) -> V8Loss:
         """Ultralytics' v8 loss with the row's assigner; ``imgsz`` is unused (its terms are normalised by the sum of
         the soft targets). Label smoothing has no place in it (Ultralytics has none): asking for it is an error."""
         if label_smoothing:
-            raise ValueError(f"V8Head: label smoothing ({label_smoothing}) is not part of the v8 loss, whose class "
-                             "targets are already soft (TAL's alignment); train without --label-smoothing")
-        return V8Loss(self.nc, self.stride, self.reg_max, hyp, self.assigner, self.assigner_options)
+            raise ValueError(f"{type(self).__name__}: label smoothing ({label_smoothing}) is not part of the v8 loss, "
+                             "whose class targets are already soft (TAL's alignment); train without --label-smoothing")
+        return self.loss_class(self.nc, self.stride, self.reg_max, hyp, self.assigner, self.assigner_options)
 
     def _apply(self, fn, recurse=True):
         self._grid.clear()  # cached grids follow the module to its new device/dtype

@@ -9,7 +9,6 @@ the standard deviation of the FPN maps and of each tower block's output (over th
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,10 +20,8 @@ from torchvision.ops import box_iou
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.yolo import DetectionModel  # noqa: E402
+from bench.rcnn_recall import checkpoint_args, labelled_val_images  # noqa: E402
 from utils.data.augmentations import letterbox  # noqa: E402
-from utils.data.dataloaders import check_dataset  # noqa: E402
-from utils.io.checkpoint import load_checkpoint  # noqa: E402
 
 
 def quantiles(x: torch.Tensor) -> str:
@@ -35,26 +32,13 @@ def quantiles(x: torch.Tensor) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--data", default="shapes.yaml")
-    ap.add_argument("--images", type=int, default=100)
-    opt = ap.parse_args()
-    ckpt = load_checkpoint(opt.weights)
-    model = DetectionModel.from_checkpoint(ckpt).eval()
+    opt, ckpt, model = checkpoint_args(__doc__, "RetinaNetHead")
     head = model.head
-    if type(head).__name__ != "RetinaNetHead":
-        sys.exit(f"{opt.weights}: not a RetinaNetHead model")
     size = int(-(-int(ckpt["opt"]["imgsz"]) // int(model.stride.max())) * int(model.stride.max()))  # as train.py
-    data = check_dataset(opt.data)
-    images = sorted(p for p in Path(data["val"]).iterdir() if p.suffix.lower() in (".jpg", ".png"))[:opt.images]
-    n, n_pos, n_low, pos_iou, box_iou_pos, score_pos, best_score = 0, [], [], [], [], [], []
+    images, n, n_pos, n_low, pos_iou, box_iou_pos, score_pos, best_score = 0, 0, [], [], [], [], [], []
     towers = {"FPN": [], "classification_head": [], "regression_head": []}  # per image: std per map / tower block
-    for f in images:
-        label = Path(str(f).replace("/images/", "/labels/")).with_suffix(".txt")
-        rows = np.loadtxt(label, ndmin=2) if label.is_file() and label.stat().st_size else np.zeros((0, 5))
-        if not len(rows):
-            continue
+    for f, rows in labelled_val_images(opt.data, opt.images):
+        images += 1
         im0 = cv2.imread(str(f))
         im, ratio, (dw, dh) = letterbox(im0, size, auto=False)
         h0, w0 = im0.shape[:2]
@@ -90,7 +74,7 @@ def main() -> None:
     cat = torch.cat
     npos = torch.tensor(n_pos, dtype=torch.float32)
     bi, sp = cat(box_iou_pos), cat(score_pos)
-    print(f"{opt.weights}: {n} labels in {len(images)} images at {size} px; matcher IoU >= "
+    print(f"{opt.weights}: {n} labels in {images} images at {size} px; matcher IoU >= "
           f"{head.proposal_matcher.high_threshold} (background < {head.proposal_matcher.low_threshold})")
     print(f"  positives per label: mean {npos.mean():.2f}, none {(npos == 0).float().mean():.3f}; labels whose "
           f"positives are all low-quality (the best anchor, IoU below the threshold): {np.mean(n_low):.3f}")

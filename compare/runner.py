@@ -36,10 +36,12 @@ def checkpoint_epoch(path: Path) -> int | None:
 
 def run_state(run: Path, epochs: int) -> str:
     """'finished' (results.csv has every epoch and best.pt exists, or training stopped early and stripped
-    last.pt), 'interrupted' (last.pt holds a resumable epoch) or 'new'."""
+    last.pt), 'interrupted' (last.pt holds a resumable epoch) or 'new'. A run with every epoch logged and no
+    weights/ folder at all is 'finished' too: its weights were deleted to keep the folder small (docs/comparing.md,
+    "Keeping a comparison small"), and the report reads its results.csv and compare.json."""
     weights = run / "weights"
     logged = {int(r["epoch"]) for r in read_results(run / "results.csv")}
-    if (weights / "best.pt").is_file() and set(range(epochs)) <= logged:
+    if ((weights / "best.pt").is_file() or not weights.exists()) and logged and set(range(epochs)) <= logged:
         return "finished"
     last_epoch = checkpoint_epoch(weights / "last.pt")
     if last_epoch is None:

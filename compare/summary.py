@@ -16,6 +16,7 @@ import val as validate
 from compare.plan import arm_name, run_dir
 from compare.runner import RECORD
 from models.yolo import DetectionModel
+from utils.data.config import check_dataset
 from utils.evaluation.metrics import fitness
 from utils.evaluation.stats import mean_std
 from utils.io.checkpoint import load_checkpoint
@@ -93,7 +94,7 @@ class ArmSummary:
     imgsz: int
     params: int
     gflops: float | None
-    weights: Path | None = None  # the first seed's best.pt: what latency is measured on
+    weights: Path | None = None  # the first seed's best.pt: what latency is measured on (None: weights deleted)
 
     @property
     def name(self) -> str:
@@ -112,15 +113,20 @@ class ArmSummary:
 
 def summarise_arm(exp: Path, cfg: str, seeds: int) -> ArmSummary:
     """Runs of ``cfg`` that finished, and its params / GFLOPs (thop, unfused, at the run's imgsz) from the first
-    seed's best.pt."""
+    seed's best.pt (from the cfg when no seed kept its weights; latency then has nothing to time)."""
     runs = {s: summarise_run(run_dir(exp, cfg, s)) for s in range(seeds)
             if (run_dir(exp, cfg, s) / "results.csv").is_file()}
     if not runs:
         raise ValueError(f"{cfg}: no run with a results.csv under {exp / arm_name(cfg)}")
     first = next(iter(runs))
-    best = run_dir(exp, cfg, first) / "weights" / "best.pt"
-    model = DetectionModel.from_checkpoint(load_checkpoint(best)).eval()
-    imgsz = runs[first].imgsz or int(yaml_load(best.parent.parent / "opt.yaml")["imgsz"])
+    opt = run_dir(exp, cfg, first) / "opt.yaml"
+    best = next((w for s in runs if (w := run_dir(exp, cfg, s) / "weights" / "best.pt").is_file()), None)
+    if best is not None:
+        model = DetectionModel.from_checkpoint(load_checkpoint(best)).eval()
+    else:  # every seed's weights/ deleted after it finished: the same layers, counted from the cfg
+        recipe = yaml_load(opt)
+        model = DetectionModel(recipe["cfg"], nc=check_dataset(recipe["data"])["nc"]).eval()
+    imgsz = runs[first].imgsz or int(yaml_load(opt)["imgsz"])
     info = model.info(imgsz)  # one counter (thop, unfused) for every arm
     return ArmSummary(cfg=cfg, head=str(model.yaml["head"][-1][2]), runs=runs, imgsz=imgsz,
                       params=int(info["parameters"]), gflops=info["gflops"], weights=best)

@@ -251,6 +251,36 @@ def test_report_from_finished_runs(tmp_path):
         assert (exp / png).stat().st_size > 1000
 
 
+def test_runs_whose_weights_were_deleted_still_count(tiny_data, tmp_path):
+    """docs/comparing.md, "Keeping a comparison small": a finished run's weights/ folder deleted leaves it finished
+    (results.csv and compare.json are what the report and --decide read), params and GFLOPs then come from the cfg
+    (the same count as from best.pt) and latency is left out; a run with an epoch missing is not finished."""
+    import shutil
+
+    from models.yolo import DetectionModel
+
+    exp, cfgs = tmp_path / "exp", ["yolov5n.yaml", "yolov5n-decoupled.yaml"]
+    for cfg in cfgs:
+        m = DetectionModel(cfg, nc=8)  # tiny_data's classes
+        ckpt = {"model": m.state_dict(), "ema": None, "yaml": m.yaml, "names": dict(enumerate("abcdefgh")), "epoch": -1}
+        for s, final in enumerate([0.30, 0.34] if cfg == cfgs[0] else [0.33, 0.36]):
+            run = compare.run_dir(exp, cfg, s)
+            fake_run(run, [0.1, final], ckpt)
+            (run / "opt.yaml").write_text(yaml.safe_dump({"cfg": cfg, "data": str(tiny_data), "imgsz": 64}))
+    plan = {"cfg": cfgs, "seeds": 2, "train_args": ["--epochs", "2"], "recipe": compare.train_recipe(["--epochs", "2"])}
+    kept = compare.report(exp, plan, latency_runs=0, n_boot=0).arms
+    for w in exp.glob("*/seed*/weights"):
+        shutil.rmtree(w)
+    assert all(compare.run_state(r, 2) == "finished" for r in exp.glob("*/seed*"))
+    assert compare.run_state(compare.run_dir(exp, cfgs[0], 0), 3) == "new"  # epoch 2 never logged
+    pruned = compare.report(exp, plan, latency_runs=5, n_boot=0).arms
+    assert [(a.params, a.gflops, a.head) for a in pruned] == [(a.params, a.gflops, a.head) for a in kept]
+    assert all(a.weights is None for a in pruned)
+    with open(exp / "report.csv") as f:
+        a, b = list(csv.DictReader(f))
+    assert a["cpu_ms"] == "" and float(b["d_map_mean"]) == pytest.approx(0.025)
+
+
 # ---------------------------------------------------------------------------------------------- utils/stats
 @pytest.mark.parametrize("values", [[0.01, 0.03], [0.2, -0.1, 0.05], [1.0, 1.5, 0.7, 1.2, 0.9, 1.1]])
 @pytest.mark.parametrize("level", [0.95, 0.9])

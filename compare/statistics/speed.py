@@ -82,8 +82,8 @@ class Speed(Statistic):
   machine and load."""
 
     def compute(self, cmp: Comparison) -> None:
-        cmp.results[self.name] = {a.cfg: arm_latency(a, cmp.latency_runs) if cmp.latency_runs > 0 else {}
-                                  for a in cmp.arms}
+        cmp.results[self.name] = {a.cfg: arm_latency(a, cmp.latency_runs)
+                                  if cmp.latency_runs > 0 and a.weights is not None else {} for a in cmp.arms}
 
     def latency(self, cmp: Comparison, arm: ArmSummary) -> dict[str, dict]:
         return cmp.results[self.name][arm.cfg]

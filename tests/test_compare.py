@@ -591,6 +591,9 @@ def test_decide_stops_each_pair_at_its_look_and_reports_it(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["seq_verdict"] for r in rows] == ["", "better", "equivalent", ""]
     assert [r["seq_seeds"] for r in rows] == ["", "3", "3", ""] and cmp.results["sequential"]["margin"] == 0.02
+    # the cost: both arms' runs of seeds 0-2, (2.0 + 0.1) + (3.0 + 0.1) s each (fake_run's compare.json)
+    assert float(rows[1]["seq_run_hours"]) == pytest.approx(6 * 5.2 / 3600) and rows[3]["seq_run_hours"] == ""
+    assert "(Pocock, nominal level" in md and ", 6 runs, 0.01 run-hours)" in md
 
 
 def test_verdict_per_budget_and_still_rising(tmp_path):

@@ -3,6 +3,8 @@ group-sequential t-test, the seeds it used and the rule that stopped it (compare
 from the observed paired spread the seeds a decision is expected to need (utils/evaluation/sequential.py)."""
 from __future__ import annotations
 
+import numpy as np
+
 from compare.decide import DEFAULT_MARGIN, read_decisions
 from compare.statistics.base import Statistic
 from compare.summary import ArmSummary, Comparison, Pair
@@ -11,7 +13,7 @@ from utils.evaluation.sequential import ALPHA, seeds_needed
 
 class Sequential(Statistic):
     name = "sequential"
-    columns = ("seq_verdict", "seq_seeds", "seeds_needed")
+    columns = ("seq_verdict", "seq_seeds", "seq_run_hours", "seeds_needed")
     pair_columns = columns
     how_to_read = """\
 - Sequential decisions (`--decide`): seed rounds continue until each pair's interval, read at a nominal level
@@ -20,7 +22,9 @@ class Sequential(Statistic):
   ±margin (**equivalent**); otherwise the pair ends **undecided** at --max-seeds. A decided pair keeps the
   decision of the look that decided it. *Seeds needed*: from the observed mean and spread of the paired
   differences, the first look whose interval would be narrow enough to decide (a difference, or equivalence at
-  the margin) — a planning figure, as noisy as the spread it is computed from."""
+  the margin) — a planning figure, as noisy as the spread it is computed from. *Run hours*: the train + val
+  wall-clock of both arms' runs of the seeds the decision used (compare.json), summed: what the decision cost on
+  this machine at its load (one run per core with `--jobs`)."""
 
     def compute(self, cmp: Comparison) -> None:
         settings = cmp.plan.get("decide") or {}
@@ -31,12 +35,14 @@ class Sequential(Statistic):
             d = cmp.results["seeds"][p.key]
             needed[p.key] = seeds_needed(d.mean, d.std, settings.get("max_seeds", 10), margin,
                                          settings.get("alpha", ALPHA)) if d.n >= 2 else None
-        cmp.results[self.name] = {"decisions": decisions, "needed": needed, "margin": margin}
+        hours = {p.key: run_hours(p, decisions.get(p.key, {}).get("seeds")) for p in cmp.pairs}
+        cmp.results[self.name] = {"decisions": decisions, "needed": needed, "margin": margin, "hours": hours}
 
     def pair_row(self, cmp: Comparison, pair: Pair) -> dict:
         r = cmp.results[self.name]
         dec = r["decisions"].get(pair.key, {})
-        return {"seq_verdict": dec.get("verdict"), "seq_seeds": dec.get("seeds"), "seeds_needed": r["needed"][pair.key]}
+        return {"seq_verdict": dec.get("verdict"), "seq_seeds": dec.get("seeds"),
+                "seq_run_hours": r["hours"][pair.key] if dec.get("seeds") else None, "seeds_needed": r["needed"][pair.key]}
 
     def row(self, cmp: Comparison, arm: ArmSummary) -> dict:
         return {} if arm is cmp.first else self.pair_row(cmp, Pair(arm, cmp.first))
@@ -56,7 +62,9 @@ class Sequential(Statistic):
             dec, n = r["decisions"].get(p.key), r["needed"][p.key]
             head = f"- **{p.arm.name}** vs {p.base.name}: "
             if dec and "describe" in dec:
-                head += f"{dec['describe']} ({dec['rule']}); "
+                hours = r["hours"][p.key]
+                cost = f", {2 * dec['seeds']} runs, {hours:.2f} run-hours" if np.isfinite(hours) else ""
+                head += f"{dec['describe']} ({dec['rule']}{cost}); "
             elif dec:
                 head += "open (--decide has not finished); "
             d = cmp.results["seeds"][p.key]
@@ -68,3 +76,10 @@ class Sequential(Statistic):
                 need = "seeds needed: needs 2 seeds to estimate"
             lines.append(head + need)
         return lines + [""]
+
+
+def run_hours(pair: Pair, seeds: int | None) -> float:
+    """Train + val hours of both arms' runs of seeds 0 .. seeds - 1 (every shared seed when None); nan when an
+    epoch's seconds were not recorded."""
+    shared = sorted(set(pair.arm.runs) & set(pair.base.runs))[:seeds]
+    return float(sum(np.sum(a.runs[s].epoch_s) for a in (pair.arm, pair.base) for s in shared)) / 3600

@@ -91,11 +91,14 @@ PRECISION = {None: "FP32 on a CPU / FP16 AMP on CUDA (the default)", True: "mixe
 def write_markdown(path: Path, cmp: Comparison, plots: list[Path]) -> Path:
     plan, r = cmp.plan, cmp.plan["recipe"]
     budget = ["--budget-time", f"{plan['budget_min']:g}"] if plan.get("budget_min") else []
-    command = " ".join(["python compare.py --cfg", *plan["cfg"], "--seeds", str(plan["seeds"]), *budget,
-                        *plan["train_args"]])
+    d = plan.get("decide")
+    seeds = (["--decide", "--max-seeds", str(d["max_seeds"]), "--margin", f"{d.get('margin') or 0:g}"] if d else
+             ["--seeds", str(plan["seeds"])]) + (["--pairs", *plan["pairs"]] if plan.get("pairs") else [])
+    command = " ".join(["python compare.py --cfg", *plan["cfg"], *seeds, *budget, *plan["train_args"]])
+    trained = max(len(a.runs) for a in cmp.arms) if d else int(plan["seeds"])  # --decide: the seeds it has so far
     lines = [f"# compare: {cmp.exp.name}", "", f"`{command}`", "",
              f"data `{r['data']}`, hyp `{Path(r['hyp']).name}`, {r['epochs']} epochs, batch {r['batch_size']}, "
-             f"imgsz {cmp.first.imgsz}, {PRECISION[r.get('amp')]} for every arm, seeds 0..{int(plan['seeds']) - 1}; "
+             f"imgsz {cmp.first.imgsz}, {PRECISION[r.get('amp')]} for every arm, seeds 0..{trained - 1}; "
              f"{datetime.now():%Y-%m-%d %H:%M}"
              + (f"; budget {plan['budget_min']:g} min of train + val per run (--budget-time; epochs reached per run "
                 f"in the stability table)" if plan.get("budget_min") else ""), "",

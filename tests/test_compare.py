@@ -594,6 +594,7 @@ def test_decide_stops_each_pair_at_its_look_and_reports_it(tmp_path):
     # the cost: both arms' runs of seeds 0-2, (2.0 + 0.1) + (3.0 + 0.1) s each (fake_run's compare.json)
     assert float(rows[1]["seq_run_hours"]) == pytest.approx(6 * 5.2 / 3600) and rows[3]["seq_run_hours"] == ""
     assert "(Pocock, nominal level" in md and ", 6 runs, 0.01 run-hours)" in md
+    assert "--decide --max-seeds 10 --margin 0.02 --epochs 2`" in md and "seeds 0..5;" in md  # 6 seeds trained
 
 
 def test_verdict_per_budget_and_still_rising(tmp_path):

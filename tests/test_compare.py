@@ -279,6 +279,9 @@ def test_runs_whose_weights_were_deleted_still_count(tiny_data, tmp_path):
     with open(exp / "report.csv") as f:
         a, b = list(csv.DictReader(f))
     assert a["cpu_ms"] == "" and float(b["d_map_mean"]) == pytest.approx(0.025)
+    md = (exp / "report.md").read_text(encoding="utf-8")
+    assert "no val-image bootstrap (--bootstrap 0)" in md and "images nan" not in md
+    assert "TIDE, final checkpoints)\n\nnot available: no run has final detections" in md
 
 
 # ---------------------------------------------------------------------------------------------- utils/stats

@@ -75,6 +75,10 @@ class Bootstrap(Statistic):
         n, boot = self.noise(cmp, pair), self.boot(cmp, pair)
         boots = ", ".join(f"seed {s}: {b.diff:+.4f} [{b.low:+.4f}, {b.high:+.4f}]" for s, b in n["boots"].items())
         p = cmp.results["seeds"][pair.key]
+        if not boot:  # --bootstrap 0, or no seed kept final_detections.pt / last.pt to make them from
+            why = "--bootstrap 0" if cmp.n_boot <= 0 else "no seed of both arms has final detections"
+            return ((f"seeds {p.describe()}; " if seeds else "") + f"no val-image bootstrap ({why}); "
+                    f"seed half-width {n['seed_half']:.4f}")
         return ((f"seeds {p.describe()}; " if seeds else "") + f"val-image bootstrap (95%, {next(iter(boot.values())).n_boot if boot else 0} "
                 f"resamples) {boots or '-'} -> **{n['verdict']}**; half-widths: seeds {n['seed_half']:.4f}, images "
                 f"{n['boot_half']:.4f}: the wider is {n['dominant']}")

@@ -52,7 +52,8 @@ class Tide(Statistic):
     def section(self, cmp: Comparison) -> list[str]:
         head = ["## Why: error breakdown (TIDE, final checkpoints)", ""]
         if not any(cmp.results[self.name][a.cfg] for a in cmp.arms):
-            return [*head, "not available (no last.pt)", ""]
+            return [*head, "not available: no run has final detections (its final_detections.pt, or weights/last.pt to "
+                    "make them from)", ""]
         lines = ["| arm | seeds | " + " | ".join(KEYS) + " |", "|" + "---|" * (len(KEYS) + 2)]
         first = self.mean(cmp, cmp.first)
         for a in cmp.arms:

@@ -598,6 +598,11 @@ def test_decide_stops_each_pair_at_its_look_and_reports_it(tmp_path):
     assert float(rows[1]["seq_run_hours"]) == pytest.approx(6 * 5.2 / 3600) and rows[3]["seq_run_hours"] == ""
     assert "(Pocock, nominal level" in md and ", 6 runs, 0.01 run-hours)" in md
     assert "--decide --max-seeds 10 --margin 0.02 --epochs 2`" in md and "seeds 0..5;" in md  # 6 seeds trained
+    # the table's verdict is the sequential one (B's later seeds do not undo it; D is open), not the plain interval's
+    table = [line for line in md.splitlines() if line.startswith("| yolov5n")][:4]  # the first table: one row an arm
+    assert [line.rsplit("|", 2)[1].strip() for line in table] == ["baseline", "better at 3 seeds", "equivalent at 3 seeds",
+                                                                   "open"]
+    assert md.count("at a fixed n, not corrected for the looks; the verdict is --decide's") == 3
 
 
 def test_verdict_per_budget_and_still_rising(tmp_path):

@@ -14,7 +14,7 @@ import re
 from html import escape
 from pathlib import Path
 
-VERDICTS = ("better", "worse", "within noise", "equivalent", "undecided", "baseline")
+VERDICTS = ("better", "worse", "within noise", "equivalent", "undecided", "open", "baseline")
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 STYLE = """
@@ -31,7 +31,7 @@ table.sortable th{cursor:pointer;user-select:none}
 #summary th:first-child{background:#eef1f6}table.sortable th:hover{background:#dfe5ef}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td[class^=v-]{white-space:nowrap}.v-better{color:#0a7b34;font-weight:600}.v-worse{color:#b42318;font-weight:600}
-.v-within-noise,.v-undecided{color:#6b7280}.v-equivalent{color:#1d4ed8}
+.v-within-noise,.v-undecided,.v-open{color:#6b7280}.v-equivalent{color:#1d4ed8}
 img{max-width:min(100%,960px);height:auto;border:1px solid #e4e7ec;margin:.4rem 0}
 details{margin:.6rem 0}summary{cursor:pointer;color:#1d4ed8}
 """
@@ -101,7 +101,9 @@ def inline(text: str, folder: Path) -> str:
 
 
 def verdict_class(text: str) -> str:
-    return f' class="v-{text.replace(" ", "-")}"' if text in VERDICTS else ""
+    """The colour class of a verdict: a plain one ('better') or --decide's ('better at 5 seeds')."""
+    verdict = next((v for v in VERDICTS if text == v or text.startswith(f"{v} at ")), None)
+    return f' class="v-{verdict.replace(" ", "-")}"' if verdict else ""
 
 
 def table_html(rows: list[list[str]], folder: Path, attrs: str = "", raw: bool = False) -> str:

@@ -116,3 +116,13 @@ def test_report_html_in_headless_chromium(exp, tmp_path):
     assert errors == [] and [u for u in requests if not u.startswith("data:")] == [(exp / "report.html").as_uri()]
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_verdict_colours_include_decide_verdicts():
+    """--decide's verdicts ('better at 5 seeds', 'open') get the colour of their verdict; other bold text none."""
+    from compare.report_html import verdict_class
+
+    assert verdict_class("better") == verdict_class("better at 5 seeds") == ' class="v-better"'
+    assert verdict_class("undecided at 10 seeds") == ' class="v-undecided"' and verdict_class("open") == ' class="v-open"'
+    assert verdict_class("within noise") == ' class="v-within-noise"'
+    assert verdict_class("betterment") == verdict_class("yolov5n-decoupled") == ""

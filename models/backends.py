@@ -25,7 +25,7 @@ import contextlib
 import importlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -96,6 +96,8 @@ class Backend:
     bf16: bool = False  # computes in BF16 inside the runtime (OpenVINO --half on a BF16 CPU); inputs stay FP32
     own_threads: bool = False  # a runtime with its own CPU thread pool (ONNX Runtime, OpenVINO, ncnn)
     train_imgsz: int | None = None  # the size the model was trained at (checkpoint opt / export metadata); None=unknown
+    runner: Callable[[int], Callable[[Tensor], Tensor]] | None = field(default=None, repr=False)  # threads ->
+    # a new run_fn on that many CPU threads that several threads may call at once (ONNX Runtime); None: cannot
 
     @property
     def nc(self) -> int:
@@ -129,6 +131,16 @@ class Backend:
             yield
         finally:
             torch.set_num_threads(threads)
+
+    def concurrent(self, calls: int) -> Backend | None:
+        """This backend for ``calls`` calls at once from as many threads, each on its share of torch's CPU threads
+        (one each on 2 cores): overlapping frames keep every core busy where one frame's call on all of them waits
+        at its barriers (detect.py on video files; bench/README.md "Frames in flight"). None where the runtime
+        cannot (PyTorch, OpenVINO, ncnn, CUDA) or there are fewer threads than calls."""
+        threads = torch.get_num_threads()
+        if self.runner is None or self.device.type != "cpu" or calls < 2 or threads < calls:
+            return None
+        return replace(self, run_fn=self.runner(threads // calls), runner=None)
 
     @torch.no_grad()
     def __call__(self, im: Tensor) -> Tensor:

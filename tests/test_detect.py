@@ -298,7 +298,21 @@ def unthreaded(monkeypatch):
     return apply
 
 
-def test_threads_write_frames_in_order_with_the_same_labels_and_logs(weights, tmp_path, unthreaded, caplog):
+@pytest.fixture
+def two_threads():
+    """torch on 2 threads (the tests run on 1), so that detect.py runs IN_FLIGHT = 2 frames at once."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_write_frames_in_order_with_the_same_labels_and_logs(onnx_weights, tmp_path, unthreaded,
+                                                                     two_threads, caplog):
+    """Reader, writer and 2 frames in flight (the default on 2 cores, ONNX Runtime) against everything in the main
+    thread, one frame at a time: the same labels, log lines and frames, in order."""
     clip = tmp_path / "grey.mp4"
     w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
     for k in range(24):  # frame k: grey level 10 k, so the order of the written frames can be read back
@@ -310,14 +324,18 @@ def test_threads_write_frames_in_order_with_the_same_labels_and_logs(weights, tm
             unthreaded()
         with caplog.at_level(logging.INFO, logger="headzoo"):
             caplog.clear()
-            r = detect.run(weights, clip, imgsz=64, conf_thres=0.0, max_det=3, save_txt=True, save_conf=True,
-                           line_thickness=1, hide_labels=True, project=tmp_path, name=mode)
+            r = detect.run(onnx_weights, clip, imgsz=64, conf_thres=0.0, max_det=3, save_txt=True, save_conf=True,
+                           line_thickness=1, hide_labels=True, project=tmp_path, name=mode,
+                           in_flight=None if mode == "threaded" else 1)
         lines = [m for m in caplog.messages if m.startswith("video 1/1 (")]
         runs[mode] = r, read_labels(r.save_dir / "labels"), lines
         assert not our_threads()
+        assert r.in_flight == (2 if mode == "threaded" else 1)
+        assert ("2 frames in flight, 1 thread(s) each" in caplog.text) == (mode == "threaded")
     (r1, labels1, lines1), (r0, labels0, lines0) = runs["threaded"], runs["unthreaded"]
     assert r1.frames == r0.frames == 24 and r1.labels == r0.labels == 24
-    assert labels1.keys() == labels0.keys() and all(np.array_equal(labels1[k], labels0[k]) for k in labels0)
+    assert labels1.keys() == labels0.keys()  # one-thread and two-thread sessions: equal up to float rounding
+    assert all(np.allclose(labels1[k], labels0[k], rtol=0, atol=1e-5) for k in labels0)
     assert [m.split(":")[0] for m in lines1] == [m.split(":")[0] for m in lines0]  # one line a frame, in order
     assert [m.split(":")[0] for m in lines1] == [f"video 1/1 ({k}/24) {clip}" for k in range(1, 25)]
     frames1, frames0 = read_frames(r1.save_dir / "grey.mp4"), read_frames(r0.save_dir / "grey.mp4")
@@ -360,7 +378,9 @@ def test_a_writer_error_is_one_clear_error_and_stops_the_threads(weights, image_
     assert count_frames(tmp_path / "video" / "clip.mp4")[0] == 3  # closed, playable: the frames before the error
 
 
-def test_ctrl_c_on_a_file_writes_every_frame_counted(weights, video, tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_ctrl_c_on_a_file_writes_every_frame_counted(onnx_weights, video, tmp_path, monkeypatch, two_threads,
+                                                     in_flight):
     real_step, calls = detect._step, []
 
     def step(*args):
@@ -370,6 +390,22 @@ def test_ctrl_c_on_a_file_writes_every_frame_counted(weights, video, tmp_path, m
         return real_step(*args)
 
     monkeypatch.setattr(detect, "_step", step)
-    r = detect.run(weights, video, imgsz=64, project=tmp_path)
-    assert r.end == "interrupted" and r.frames == 4 and not our_threads()
+    r = detect.run(onnx_weights, video, imgsz=64, project=tmp_path, in_flight=in_flight)
+    assert r.end == "interrupted" and r.frames == 4 and r.in_flight == in_flight and not our_threads()
+    assert not [t for t in threading.enumerate() if t.name.startswith("detect-infer")]
     assert count_frames(r.save_dir / "clip.mp4")[0] == 4
+
+
+def test_streams_and_pytorch_run_one_frame_at_a_time(weights, onnx_weights, video, tmp_path, two_threads):
+    """Frames in flight need a runtime that takes concurrent calls (ONNX Runtime) and a file source; a stream keeps
+    one frame at a time (the newest frame, the least delay); 0 is a clear error."""
+    from models.backends import load_backend
+
+    pt = detect.run(weights, video, imgsz=64, project=tmp_path, backend="torch")
+    assert pt.in_flight == 1 and pt.frames == 8
+    b = load_backend(onnx_weights)
+    assert detect._in_flight(None, str(video), b)[0] == 2
+    assert detect._in_flight(None, "rtsp://127.0.0.1:1/cam", b) == (1, b)
+    assert detect._in_flight(1, str(video), b) == (1, b)
+    with pytest.raises(ValueError, match="in_flight=0"):
+        detect.run(onnx_weights, video, imgsz=64, project=tmp_path, in_flight=0)

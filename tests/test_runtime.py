@@ -131,6 +131,33 @@ def test_torch_ops_around_a_cpu_runtime_run_on_one_thread(tmp_path, cache):
         torch.set_num_threads(before)
 
 
+def test_concurrent_calls_share_the_threads_and_give_the_same_outputs(tmp_path, cache):
+    """Backend.concurrent(n): ONNX Runtime on the CPU gives a backend whose calls, from n threads at once, each on
+    threads // n intra-op threads, return what the all-threads session returns; PyTorch, too few threads or one
+    call give None."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = _checkpoint(tmp_path / "best.pt")
+    ort_backend = runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
+    torch_backend = runtime_backend(w, torch.device("cpu"), backend="torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert torch_backend.concurrent(2) is None and ort_backend.concurrent(1) is None
+        assert ort_backend.concurrent(3) is None  # 3 calls on 2 threads would oversubscribe the cores
+        pair = ort_backend.concurrent(2)
+        assert pair is not None and pair.run_fn is not ort_backend.run_fn and pair.concurrent(2) is None
+        ims = [torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+        with ThreadPoolExecutor(2) as pool:
+            outs = list(pool.map(pair, ims))
+        for im, out in zip(ims, outs):
+            torch.testing.assert_close(out, ort_backend(im), rtol=1e-4, atol=1e-4)
+        torch.set_num_threads(1)
+        assert ort_backend.concurrent(2) is None
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_half_on_the_cpu_falls_back_to_fp32_with_a_reason(tmp_path, cache, monkeypatch, caplog):
     w = _checkpoint(tmp_path / "best.pt")
     cpu = torch.device("cpu")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -71,23 +72,32 @@ def load_onnx(path: Path, device: torch.device, half: bool, fuse: bool) -> backe
         import onnxruntime as ort
     except ImportError:
         raise ValueError(f"{path}: running ONNX models needs onnxruntime (pip install onnxruntime)") from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # the same thread budget as PyTorch
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=_ort_providers(device))
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-        raise ValueError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
-    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    providers = _ort_providers(device)
+
+    def session(threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        try:
+            return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+            raise ValueError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
+
+    def run_with(s: ort.InferenceSession) -> Callable[[Tensor], Tensor]:
+        def run_fn(im: Tensor) -> Tensor:
+            y = s.run([out_name], {in_name: im.detach().cpu().numpy()})[0]
+            return torch.from_numpy(y).to(im.device)
+
+        return run_fn
+
+    main = session(torch.get_num_threads())  # the same thread budget as PyTorch
+    inp, out = main.get_inputs()[0], main.get_outputs()[0]
     batch, imgsz = backends.input_shape(inp.shape)
     nc = out.shape[2] - 5 if len(out.shape) == 3 and isinstance(out.shape[2], int) else None
     in_name, out_name = inp.name, out.name
-
-    def run_fn(im: Tensor) -> Tensor:
-        y = session.run([out_name], {in_name: im.detach().cpu().numpy()})[0]
-        return torch.from_numpy(y).to(im.device)
-
-    return backends.exported_backend(run_fn, "onnx", path, device, session.get_modelmeta().custom_metadata_map, nc,
-                                     fp16=inp.type == "tensor(float16)", batch=batch, imgsz=imgsz, own_threads=True)
+    cpu = providers == ["CPUExecutionProvider"]  # Run is thread-safe: a session of 1 thread serves concurrent calls
+    return backends.exported_backend(run_with(main), "onnx", path, device, main.get_modelmeta().custom_metadata_map,
+                                     nc, fp16=inp.type == "tensor(float16)", batch=batch, imgsz=imgsz,
+                                     own_threads=True, runner=(lambda k: run_with(session(k))) if cpu else None)
 
 
 FORMAT = ExportFormat("onnx", ".onnx", "ONNX", export_onnx, load_onnx, packages=("onnx",), runtime="onnxruntime",

@@ -110,52 +110,50 @@ def test_an_unwritable_cache_falls_back_to_pytorch(tmp_path, monkeypatch, caplog
     assert b.fmt == "pytorch" and "cannot write the onnxruntime export" in caplog.text
 
 
-def test_torch_ops_around_a_cpu_runtime_run_on_one_thread(tmp_path, cache):
-    """host_threads(): one torch thread while ONNX Runtime owns the cores, the caller's count restored after
-    (also after an error); PyTorch backends keep their threads."""
+@pytest.fixture
+def two_backends(tmp_path, cache):
+    """(ONNX Runtime, PyTorch) backends of one checkpoint, with torch on 2 threads (the tests run on 1)."""
     w = _checkpoint(tmp_path / "best.pt")
-    ort_backend = runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
-    torch_backend = runtime_backend(w, torch.device("cpu"), backend="torch")
+    backends = (runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64)),
+                runtime_backend(w, torch.device("cpu"), backend="torch"))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        with ort_backend.host_threads():
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        with pytest.raises(RuntimeError), ort_backend.host_threads():
-            raise RuntimeError("boom")
-        assert torch.get_num_threads() == 2
-        with torch_backend.host_threads():
-            assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    yield backends
+    torch.set_num_threads(before)
 
 
-def test_concurrent_calls_share_the_threads_and_give_the_same_outputs(tmp_path, cache):
+def test_torch_ops_around_a_cpu_runtime_run_on_one_thread(two_backends):
+    """host_threads(): one torch thread while ONNX Runtime owns the cores, the caller's count restored after
+    (also after an error); PyTorch backends keep their threads."""
+    ort_backend, torch_backend = two_backends
+    with ort_backend.host_threads():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError), ort_backend.host_threads():
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
+    with torch_backend.host_threads():
+        assert torch.get_num_threads() == 2
+
+
+def test_concurrent_calls_share_the_threads_and_give_the_same_outputs(two_backends):
     """Backend.concurrent(n): ONNX Runtime on the CPU gives a backend whose calls, from n threads at once, each on
     threads // n intra-op threads, return what the all-threads session returns; PyTorch, too few threads or one
     call give None."""
     from concurrent.futures import ThreadPoolExecutor
 
-    w = _checkpoint(tmp_path / "best.pt")
-    ort_backend = runtime_backend(w, torch.device("cpu"), backend="onnxruntime", imgsz=(64, 64))
-    torch_backend = runtime_backend(w, torch.device("cpu"), backend="torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert torch_backend.concurrent(2) is None and ort_backend.concurrent(1) is None
-        assert ort_backend.concurrent(3) is None  # 3 calls on 2 threads would oversubscribe the cores
-        pair = ort_backend.concurrent(2)
-        assert pair is not None and pair.run_fn is not ort_backend.run_fn and pair.concurrent(2) is None
-        ims = [torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(k)) for k in range(6)]
-        with ThreadPoolExecutor(2) as pool:
-            outs = list(pool.map(pair, ims))
-        for im, out in zip(ims, outs):
-            torch.testing.assert_close(out, ort_backend(im), rtol=1e-4, atol=1e-4)
-        torch.set_num_threads(1)
-        assert ort_backend.concurrent(2) is None
-    finally:
-        torch.set_num_threads(before)
+    ort_backend, torch_backend = two_backends
+    assert torch_backend.concurrent(2) is None and ort_backend.concurrent(1) is None
+    assert ort_backend.concurrent(3) is None  # 3 calls on 2 threads would oversubscribe the cores
+    pair = ort_backend.concurrent(2)
+    assert pair is not None and pair.run_fn is not ort_backend.run_fn and pair.concurrent(2) is None
+    ims = [torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(pair, ims))
+    for im, out in zip(ims, outs):
+        torch.testing.assert_close(out, ort_backend(im), rtol=1e-4, atol=1e-4)
+    torch.set_num_threads(1)
+    assert ort_backend.concurrent(2) is None
 
 
 def test_half_on_the_cpu_falls_back_to_fp32_with_a_reason(tmp_path, cache, monkeypatch, caplog):

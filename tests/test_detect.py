@@ -65,6 +65,17 @@ def video(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", cfg)  # 8 frames
 
 
+@pytest.fixture
+def two_threads():
+    """torch on 2 threads (the tests run on 1), so that detect.py runs IN_FLIGHT = 2 frames at once."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 def read_labels(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.loadtxt(p, ndmin=2) for p in sorted(folder.glob("*.txt"))}
 
@@ -109,9 +120,12 @@ def test_crops_nosave_and_max_det(weights, image_dir, tmp_path):
     assert all(cv2.imread(str(p)) is not None for p in crops)
 
 
-def test_onnx_gives_the_same_detections_as_pytorch(pt_run, onnx_weights, image_dir, tmp_path):
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_onnx_gives_the_same_detections_as_pytorch(pt_run, onnx_weights, image_dir, tmp_path, two_threads, in_flight):
+    """Also with 2 images of different shapes in flight at once (the default on 2 threads)."""
     r = detect.run(onnx_weights, image_dir, imgsz=64, conf_thres=0.01, save_txt=True, save_conf=True, nosave=True,
-                   project=tmp_path)
+                   project=tmp_path, in_flight=in_flight)
+    assert r.in_flight == in_flight and r.frames == 3
     b = read_labels(r.save_dir / "labels")
     # greedy NMS visits boxes by falling confidence, so the conf-0 run's rows above 0.01 are the conf-0.01 result
     a = {k: v[v[:, 5] > 0.01] for k, v in read_labels(pt_run.save_dir / "labels").items()}
@@ -296,17 +310,6 @@ def unthreaded(monkeypatch):
         monkeypatch.setattr(sources, "PREFETCH", 0)
         monkeypatch.setattr(detect, "WRITE_AHEAD", 0)
     return apply
-
-
-@pytest.fixture
-def two_threads():
-    """torch on 2 threads (the tests run on 1), so that detect.py runs IN_FLIGHT = 2 frames at once."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_threads_write_frames_in_order_with_the_same_labels_and_logs(onnx_weights, tmp_path, unthreaded,

@@ -2,6 +2,7 @@
 
     python bench/detect_fps.py                                   # yolov5n and yolov5n-decoupled, fresh weights
     python bench/detect_fps.py --weights runs/train/exp/weights/best.pt --threads 1 2
+    python bench/detect_fps.py --weights best.pt --imgsz 640 --in-flight 1 2 3 --repeat 3   # frames at once
     python bench/detect_fps.py --weights best.pt --checkouts /tmp/before . --rounds 5   # python detect.py, A vs B
 
 Each model runs through ``detect.run`` on the whole video (decode, letterbox, inference, NMS, drawing, writing
@@ -57,6 +58,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
                    help="intra-op thread counts to time (PyTorch and ONNX Runtime alike)")
     p.add_argument("--repeat", type=int, default=2, help="runs per setting; the fastest is kept")
+    p.add_argument("--in-flight", type=int, nargs="+", default=[None],
+                   help="ONNX Runtime: frames at once to time (e.g. 1 2; default: detect.py's own choice)")
     p.add_argument("--checkouts", nargs="+", default=None,
                    help="time `python detect.py` from each of these repository folders instead (needs --weights)")
     p.add_argument("--rounds", type=int, default=3, help="--checkouts: timed runs per checkout, order alternating")
@@ -76,24 +79,29 @@ def fresh_weights(folder: Path, names: dict[int, str]) -> list[Path]:
     return paths
 
 
-def time_detect(weights: Path, source: str, imgsz: int, project: Path, repeat: int) -> detect.DetectResult:
+def time_detect(weights: Path, source: str, imgsz: int, project: Path, repeat: int,
+                in_flight: int | None = None, backend: str = "auto") -> detect.DetectResult:
     """The fastest of ``repeat`` full detect.py runs (annotated mp4 written, as a user would run it)."""
-    runs = [detect.run(weights, source, imgsz=imgsz, project=project, name="run", exist_ok=True)
-            for _ in range(repeat)]
+    runs = [detect.run(weights, source, imgsz=imgsz, project=project, name="run", exist_ok=True, in_flight=in_flight,
+                       backend=backend) for _ in range(repeat)]
     return max(runs, key=lambda r: r.fps)
 
 
-def bench(weights: list[Path], source: str, imgsz: int, threads: list[int], repeat: int, work: Path) -> list[dict]:
+def bench(weights: list[Path], source: str, imgsz: int, threads: list[int], repeat: int, work: Path,
+          in_flight: list[int | None] = (None,)) -> list[dict]:
+    """Each setting: PyTorch, then ONNX Runtime at each ``in_flight`` (frames at once; None: detect.py's default,
+    which is also what runs when the runtime cannot take more)."""
     rows = []
     for w in weights:
         onnx = export.run(w, include=["onnx"], imgsz=[imgsz], dynamic=True)["onnx"][0]
         for n in threads:
             torch.set_num_threads(n)
-            for fmt, f in (("PyTorch", w), ("ONNX Runtime", onnx)):
-                r = time_detect(f, source, imgsz, work / "runs", repeat)
-                rows.append({"model": w.stem, "format": fmt, "threads": n, "frames": r.frames,
-                             "input_shape": list(r.shape), "pre_ms": r.speed_ms[0], "inference_ms": r.speed_ms[1],
-                             "nms_ms": r.speed_ms[2], "fps": r.fps})
+            for fmt, f, flights in (("PyTorch", w, [None]), ("ONNX Runtime", onnx, in_flight)):
+                for k in flights:  # the .pt as PyTorch: detect.py's default would run it through ONNX Runtime
+                    r = time_detect(f, source, imgsz, work / "runs", repeat, k, "torch" if fmt == "PyTorch" else "auto")
+                    rows.append({"model": w.stem, "format": fmt, "threads": n, "in_flight": r.in_flight,
+                                 "frames": r.frames, "input_shape": list(r.shape), "pre_ms": r.speed_ms[0],
+                                 "inference_ms": r.speed_ms[1], "nms_ms": r.speed_ms[2], "fps": r.fps})
     return rows
 
 
@@ -144,13 +152,13 @@ def print_checkouts(rows: list[dict]) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'model':<22}{'format':<14}{'threads':>8}{'frames':>8}{'input':>16}{'pre ms':>8}{'infer ms':>10}" \
-           f"{'NMS ms':>8}{'FPS':>8}"
+    head = f"{'model':<22}{'format':<14}{'threads':>8}{'in flight':>10}{'frames':>8}{'input':>16}{'pre ms':>8}" \
+           f"{'infer ms':>10}{'NMS ms':>8}{'FPS':>8}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         shape = "x".join(map(str, r["input_shape"][2:]))
-        print(f"{r['model']:<22}{r['format']:<14}{r['threads']:>8}{r['frames']:>8}{shape:>16}{r['pre_ms']:>8.1f}"
-              f"{r['inference_ms']:>10.1f}{r['nms_ms']:>8.1f}{r['fps']:>8.1f}")
+        print(f"{r['model']:<22}{r['format']:<14}{r['threads']:>8}{r['in_flight']:>10}{r['frames']:>8}{shape:>16}"
+              f"{r['pre_ms']:>8.1f}{r['inference_ms']:>10.1f}{r['nms_ms']:>8.1f}{r['fps']:>8.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             roots = [Path(c).resolve() for c in opt.checkouts]
             rows = bench_checkouts(roots, work / weights[0].name, source, opt.imgsz, opt.rounds, work)
         else:
-            rows = bench([work / w.name for w in weights], source, opt.imgsz or 320, opt.threads, opt.repeat, work)
+            rows = bench([work / w.name for w in weights], source, opt.imgsz or 320, opt.threads, opt.repeat, work,
+                         opt.in_flight)
     print_checkouts(rows) if opt.checkouts else print_table(rows)
     info = {"note": note, "source": source, "imgsz": opt.imgsz, "repeat": opt.repeat, "rounds": opt.rounds,
             "cpu_count": os.cpu_count(),

@@ -5,7 +5,8 @@
 
 One step is what train.py does per batch (channels_last unless ``--no-channels-last``; ``--compile`` as train.py): forward in train mode, the head's own criterion
 (``model.criterion(hyp, imgsz)``: target building, assignment, loss terms), backward, gradient clipping (norm 10)
-and an SGD step (YOLOv5's three parameter groups, hyp.scratch-low), with autocast on CUDA as train.py. Inputs are
+and an SGD step (YOLOv5's three parameter groups, hyp.scratch-low), at train.py's precision (``--amp/--no-amp``:
+FP16 autocast on CUDA, FP32 on a CPU unless ``--amp``, BF16 autocast). Inputs are
 synthetic and fixed: random images and ``--min-objects`` .. ``--max-objects`` boxes per image (uniform count, sides
 8 px .. imgsz/3, random classes of ``--nc``). The first ``--warmup`` steps are not timed. Prints a table (median
 and p90 ms per step, images/s at the median) and writes runs/bench/train_throughput.json.
@@ -28,7 +29,8 @@ from torch import Tensor  # noqa: E402
 
 from models.yolo import DetectionModel  # noqa: E402
 from utils.io.files import yaml_load  # noqa: E402
-from utils.torch_utils import select_device, smart_optimizer, time_sync  # noqa: E402
+from train import amp_loss  # noqa: E402
+from utils.torch_utils import autocast_dtype, select_device, smart_optimizer, time_sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CFGS = ["yolov5n.yaml", "yolov5n-decoupled.yaml", "yolov5n-decoupled-af.yaml"]
@@ -59,6 +61,7 @@ class StepSetup:
     imgs: Tensor
     targets: Tensor
     device: torch.device
+    amp_dtype: torch.dtype | None  # train.py's precision: FP16 (CUDA), BF16 (CPU, --amp) or None (FP32)
 
 
 def build_step(cfg: str, opt: argparse.Namespace, device: torch.device) -> StepSetup:
@@ -73,15 +76,15 @@ def build_step(cfg: str, opt: argparse.Namespace, device: torch.device) -> StepS
     optimizer = smart_optimizer(model, "SGD", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
     imgs = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, generator=g).to(device).contiguous(memory_format=fmt)
     targets = synthetic_targets(opt.batch_size, opt.imgsz, opt.nc, opt.min_objects, opt.max_objects, g).to(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    return StepSetup(model, net, model.criterion(hyp, opt.imgsz), optimizer, scaler, imgs, targets, device)
+    dtype = autocast_dtype(getattr(opt, "amp", None), device)  # train.py's choice; callers' own opts: the default
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)  # as train.py: BF16 needs no scaling
+    return StepSetup(model, net, model.criterion(hyp, opt.imgsz), optimizer, scaler, imgs, targets, device, dtype)
 
 
 def train_step(s: StepSetup) -> float:
-    """ms of one training step: forward, loss, backward, clip (norm 10), SGD step (autocast on CUDA)."""
+    """ms of one training step: forward, loss, backward, clip (norm 10), SGD step, at train.py's precision."""
     t0 = time_sync(s.device)
-    with torch.autocast(s.device.type, enabled=s.scaler.is_enabled()):
-        loss, _ = s.criterion(s.net(s.imgs, s.targets), s.targets)  # the targets reach heads that need them (R-CNN)
+    loss, _ = amp_loss(s.net, s.criterion, s.imgs, s.targets, s.amp_dtype, s.device.type)  # targets reach R-CNN
     s.scaler.scale(loss).backward()
     s.scaler.unscale_(s.optimizer)
     torch.nn.utils.clip_grad_norm_(s.model.parameters(), max_norm=10.0)
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="model and images in channels_last, as train.py trains (default)")
     ap.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                     help="torch.compile the model (bare: inductor); the first step's time is printed")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="train.py's --amp/--no-amp: default FP16 autocast on CUDA, FP32 on a CPU; --amp on a CPU: "
+                         "BF16 autocast (emulated, slower, without AVX512-BF16/AMX)")
     ap.add_argument("--json", default=str(ROOT / "runs" / "bench" / "train_throughput.json"))
     opt = ap.parse_args(argv)
     if not 0 <= opt.min_objects <= opt.max_objects:
@@ -125,7 +131,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(opt.threads)
     device = select_device(opt.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"{device.type.upper()}: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    dtype = autocast_dtype(opt.amp, device)
+    precision = f"{str(dtype)[6:]} autocast" if dtype else "FP32"
+    print(f"{device.type.upper()}: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, {precision}; "
           f"batch {opt.batch_size}, {opt.imgsz} px, {opt.min_objects}-{opt.max_objects} objects/image, nc {opt.nc}")
     print(f"{'cfg':<28}{'targets':>8}{'median ms':>11}{'p90 ms':>9}{'images/s':>10}")
     rows = []
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{cfg:<28}{n_targets:>8}{med:>11.0f}{row['p90_ms']:>9.0f}{row['images_per_s']:>10.1f}", flush=True)
     Path(opt.json).parent.mkdir(parents=True, exist_ok=True)
     Path(opt.json).write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                          "device": str(device), "rows": rows}, indent=2))
+                                          "device": str(device), "precision": precision, "rows": rows}, indent=2))
     print(f"wrote {opt.json}")
     return rows
 

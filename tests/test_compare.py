@@ -343,6 +343,19 @@ def test_bench_latency_modes_and_train_throughput(tmp_path):
     rows = train_throughput.main(["--cfg", "yolov5n-decoupled-af.yaml", "--imgsz", "64", "--batch-size", "2",
                                   "--steps", "1", "--warmup", "0", "--json", str(tmp_path / "tt.json")])
     assert rows[0]["images_per_s"] > 0 and 20 <= rows[0]["targets"] <= 80
+    rows = train_throughput.main(["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "2", "--steps", "1",
+                                  "--warmup", "0", "--amp", "--json", str(tmp_path / "tt_amp.json")])
+    assert rows[0]["images_per_s"] > 0 and json.loads((tmp_path / "tt_amp.json").read_text())["precision"] == \
+        "bfloat16 autocast"
+
+
+def test_bench_ort_threads_times_every_mode(tmp_path):
+    from bench import ort_threads
+
+    rows = ort_threads.main(["--hw", "64", "96", "--threads", "2", "--rounds", "1", "--calls", "2",
+                             "--json", str(tmp_path / "ort.json")])
+    assert len(rows) == 5 and all(r["ms_per_frame"] > 0 for r in rows)
+    assert "2 at once, one 1-thread session" in {r["mode"] for r in rows}
 
 
 def test_an_arm_may_carry_its_own_train_flags():
